@@ -1,0 +1,9 @@
+"""kss: kernel-size scaling for embedded spiking neural networks.
+
+Where things are: the search space in `genotype.py` (ops, cells, sampling), the network in
+`network.py`, the R-score in `score.py`, the search loop in `search.py`, data in `data.py`.
+"""
+
+from kss.config import register_resolvers
+
+register_resolvers()

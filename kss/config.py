@@ -1,0 +1,75 @@
+"""From a composed Hydra config to the plain objects the rest of kss takes."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kss.errors import KssError
+from kss.network import ModelSpec, check_kernels
+from kss.neurons import NeuronSpec
+
+# The paper's kernel sets; set1 is SNASNet's.
+KERNEL_SETS = {
+    "set1": (1, 3),
+    "set2": (1, 5),
+    "set3": (3, 5),
+    "set4": (1, 7),
+    "set5": (3, 7),
+    "set6": (5, 7),
+}
+
+
+def setting_tag(kernels, iters: int | None = None) -> str:
+    """The paper's name for a setting: (3, 5), 1000 -> '3x3_5x5_1000x'."""
+    tag = "_".join(f"{k}x{k}" for k in kernels)
+    return f"{tag}_{iters}x" if iters is not None else tag
+
+
+def kernel_set(cfg: DictConfig) -> tuple[str, list[int]]:
+    """(name, kernels); a list that differs from the named set is called 'custom'."""
+    kernels = list(cfg.kernel_set.kernels)
+    check_kernels(kernels)
+    name = cfg.kernel_set.get("name")
+    if name not in KERNEL_SETS or list(KERNEL_SETS[name]) != kernels:
+        name = "custom"
+    return name, kernels
+
+
+def neuron_spec(cfg: DictConfig) -> NeuronSpec:
+    return NeuronSpec(**OmegaConf.to_container(cfg.neuron, resolve=True))
+
+
+def model_spec(cfg: DictConfig, data) -> ModelSpec:
+    """The model preset, completed with the data's shape."""
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    return ModelSpec(
+        in_channels=data.in_channels, image_size=data.image_size, num_classes=data.num_classes, **fields
+    )
+
+
+def data_module(cfg: DictConfig, batch_size: int | None = None):
+    from kss.data import KssDataModule
+
+    fields = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
+    return KssDataModule(seed=cfg.seed, **fields)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KssError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KssError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
+    return device
+
+
+def register_resolvers() -> None:
+    """`${kss_tag:${kernel_set.kernels}}` names run directories in the paper's form."""
+    if not OmegaConf.has_resolver("kss_tag"):
+        OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))

@@ -1,0 +1,252 @@
+"""Training-free random search: sample a genotype, build it, score it at init; the best R wins.
+
+Outputs in the run directory (the contract sweeps and dashboards read):
+- candidates.jsonl: one line per candidate, appended (and flushed) as soon as it is done;
+- search.json: the summary, written when the search ends;
+- search_settings.json: what the search depends on, so a rerun in the same directory
+  resumes only a search with the same settings.
+
+Candidate i is drawn and initialised from seeds derived from (seed, i) alone, so a resumed
+search ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from kss import config as C
+from kss.errors import KssError
+from kss.genotype import Genotype, sample_genotype
+from kss.network import ModelSpec, build_network
+from kss.neurons import NeuronSpec
+from kss.params import count_params, memory_bytes
+from kss.score import KERNELS, score_network
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = "candidates.jsonl"
+SUMMARY = "search.json"
+SETTINGS = "search_settings.json"
+
+
+@dataclass
+class SearchSetup:
+    """Everything a search depends on, validated."""
+
+    kernel_set: str
+    kernels: list[int]
+    iters: int
+    seed: int
+    dataset: str
+    spec: ModelSpec
+    neuron: NeuronSpec
+    score: str = "hamming"
+    batch_size: int = 256
+    repeats: int = 2
+    max_params: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.iters, int) or self.iters <= 0:
+            raise KssError(f"iters must be a positive integer (got {self.iters}); e.g. iters=1000")
+        if self.score not in KERNELS:
+            raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
+        if self.repeats < 1:
+            raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
+        if self.max_params is not None and not self.max_params > 0:
+            raise KssError(f"budget.max_params must be > 0 (got {self.max_params}); use null for no budget")
+        self.spec.validate(self.kernels)
+
+    def settings(self) -> dict:
+        """What the results depend on (iters is not: a longer search extends a shorter one)."""
+        data = asdict(self)
+        data.pop("iters")
+        return json.loads(json.dumps(data))
+
+
+def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
+    name, kernels = C.kernel_set(cfg)
+    return SearchSetup(
+        kernel_set=name,
+        kernels=kernels,
+        iters=cfg.iters,
+        seed=cfg.seed,
+        dataset=cfg.dataset.name,
+        spec=C.model_spec(cfg, data),
+        neuron=C.neuron_spec(cfg),
+        score=cfg.score.kind,
+        batch_size=cfg.score.batch_size,
+        repeats=cfg.score.repeats,
+        max_params=cfg.budget.max_params,
+    )
+
+
+def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
+    """Independent streams for candidate `index`: one to sample the genotype, one seed for torch init."""
+    sample_seq, init_seq = np.random.SeedSequence([seed, index]).spawn(2)
+    return np.random.default_rng(sample_seq), int(init_seq.generate_state(1, np.uint64)[0] % 2**63)
+
+
+def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device) -> dict:
+    """One line of candidates.jsonl."""
+    start = time.perf_counter()
+    rng, init_seed = candidate_rngs(setup.seed, index)
+    genotype = sample_genotype(rng, setup.kernels, setup.spec.cell_type)
+    params = count_params(genotype, setup.spec, setup.neuron)
+    record = {"index": index, "genotype": genotype.to_json(), "params": params}
+    if setup.max_params is not None and params > setup.max_params:
+        return record | {"status": "over_budget", "score": None, "seconds": time.perf_counter() - start}
+    torch.manual_seed(init_seed)
+    net = build_network(genotype, setup.spec, setup.neuron).to(device)
+    score = score_network(net, batches, setup.score)
+    status = "scored" if math.isfinite(score) else "non_finite"
+    return record | {
+        "status": status,
+        "score": score if status == "scored" else None,
+        "raw_score": None if status == "scored" else repr(score),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def read_candidates(path: Path) -> list[dict]:
+    """Finished candidates; a half-written last line (an interrupted write) is cut off the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    keep = raw[: raw.rfind(b"\n") + 1]  # everything up to the last complete line
+    records = []
+    for number, line in enumerate(keep.decode("utf-8", errors="replace").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise KssError(f"{path} line {number} is corrupt; move the file away to start this search afresh") from None
+        if record.get("index") != len(records):
+            raise KssError(f"{path} line {number} holds candidate {record.get('index')}, expected {len(records)}")
+        records.append(record)
+    if len(keep) != len(raw):
+        log.warning("dropping a half-written last line of %s (interrupted write)", path)
+        with open(path, "r+b") as f:
+            f.truncate(len(keep))
+    return records
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def check_settings(out_dir: Path, setup: SearchSetup) -> None:
+    path = out_dir / SETTINGS
+    if path.exists():
+        before = json.loads(path.read_text())
+        now = setup.settings()
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if changed:
+            raise KssError(
+                f"{out_dir} holds a search with other settings ({', '.join(changed)} differ); "
+                "rerun with the same settings to resume, or pass hydra.run.dir=<new dir>"
+            )
+    else:
+        write_json(path, setup.settings())
+
+
+def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
+    scored = [r for r in records if r["status"] == "scored"]
+    best = max(scored, key=lambda r: r["score"], default=None)  # ties: the earliest candidate
+    seconds = sum(r["seconds"] for r in records)
+    summary = {
+        "kernel_set": setup.kernel_set,
+        "kernels": setup.kernels,
+        "setting": C.setting_tag(setup.kernels, setup.iters),
+        "cell_type": setup.spec.cell_type,
+        "iters": setup.iters,
+        "seed": setup.seed,
+        "dataset": setup.dataset,
+        "score_kind": setup.score,
+        "best_index": best["index"] if best else None,
+        "best_genotype": best["genotype"] if best else None,
+        "best_score": best["score"] if best else None,
+        "params": best["params"] if best else None,
+        **memory_bytes(best["params"] if best else 0),
+        "search_seconds": seconds,
+        "candidates_per_second": len(records) / seconds if seconds else None,
+        "candidates_scored": len(scored),
+        "candidates_skipped": sum(r["status"] == "over_budget" for r in records),
+        "candidates_non_finite": sum(r["status"] == "non_finite" for r in records),
+        "max_params": setup.max_params,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "model": asdict(setup.spec),
+        "neuron": asdict(setup.neuron),
+        "batch_size": setup.batch_size,
+        "repeats": setup.repeats,
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
+    return summary
+
+
+def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool = True) -> dict:
+    """Run (or resume, or just report) the search in `out_dir`; returns search.json's content."""
+    device = device or torch.device("cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_settings(out_dir, setup)
+    candidates_path = out_dir / CANDIDATES
+    records = read_candidates(candidates_path)[: setup.iters]
+    if records:
+        log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
+
+    if len(records) < setup.iters:
+        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
+        best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
+        bar = tqdm(
+            total=setup.iters, initial=len(records), disable=not progress, unit="cand",
+            desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
+        )
+        with bar, open(candidates_path, "a") as sink:
+            for index in range(len(records), setup.iters):
+                record = evaluate_candidate(setup, index, batches, device)
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                records.append(record)
+                if record["status"] == "non_finite":
+                    bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
+                elif record["status"] == "scored" and (best is None or record["score"] > best):
+                    best = record["score"]
+                bar.set_postfix(best=f"{best:.3f}" if best is not None else "-", refresh=False)
+                bar.update()
+
+    summary = summarize(setup, records, device)
+    write_json(out_dir / SUMMARY, summary)
+    if summary["best_genotype"] is None:
+        log.warning("no candidate was scored (%d over budget, %d non-finite)",
+                    summary["candidates_skipped"], summary["candidates_non_finite"])
+    else:
+        log.info("best: candidate %d, R=%.4f, %d params  %s", summary["best_index"], summary["best_score"],
+                 summary["params"], Genotype.from_json(summary["best_genotype"]))
+    return summary
+
+
+def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
+    """The task behind `search.py`: config in, search.json's content out."""
+    if out_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        out_dir = HydraConfig.get().runtime.output_dir
+    data = C.data_module(cfg)
+    setup = setup_from_config(cfg, data)
+    device = C.resolve_device(cfg.device)
+    return search(setup, data, Path(out_dir), device, progress=cfg.get("progress", True))

@@ -1,0 +1,17 @@
+"""Training-free architecture search: python search.py kernel_set=set3 iters=1000"""
+
+import hydra
+from omegaconf import DictConfig
+
+import kss  # noqa: F401  (registers the config resolvers)
+from kss.cli import run_task
+from kss.search import run_search
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(run_search, cfg)["best_score"]  # the optimised metric, for Hydra sweepers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import kss  # noqa: F401  (registers resolvers)
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+TINY = ["dataset=synthetic", "model=tiny", "iters=4", "score.batch_size=16", "progress=false", "device=cpu"]
+
+
+@pytest.fixture
+def compose_cfg():
+    """Compose the real config (as the scripts do) with overrides; tiny by default."""
+
+    def make(*overrides, config_name="search", tiny=True):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose(config_name=config_name, overrides=[*(TINY if tiny else []), *overrides])
+
+    return make

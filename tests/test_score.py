@@ -1,0 +1,91 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from spikingjelly.activation_based import monitor
+from spikingjelly.activation_based.neuron import BaseNode
+
+from kss.errors import KssError
+from kss.genotype import sample_genotype
+from kss.network import ModelSpec, build_network
+from kss.neurons import NeuronSpec
+from kss.score import hamming_kernel, log_abs_det, naswot_kernel, score_network
+
+
+def numpy_hamming(x: np.ndarray) -> np.ndarray:
+    """The formula as written, one timestep: K = N - 0.5 * H / (E + 1e-3)."""
+    b, n = x.shape
+    h = x @ (1 - x).T + (1 - x) @ x.T
+    r = x.mean(1, keepdims=True)
+    e = n * (r @ (1 - r).T + (1 - r) @ r.T)
+    return n - 0.5 * h / (e + 1e-3)
+
+
+def numpy_naswot(x: np.ndarray) -> np.ndarray:
+    return x @ x.T + (1 - x) @ (1 - x).T
+
+
+def fixed_spikes(seed=0, t=3, b=6, n=40, p=0.3) -> np.ndarray:
+    return (np.random.default_rng(seed).random((t, b, n)) < p).astype(np.float64)
+
+
+@pytest.mark.parametrize("ours, reference", [(hamming_kernel, numpy_hamming), (naswot_kernel, numpy_naswot)])
+def test_kernel_equals_numpy_formula(ours, reference):
+    x = fixed_spikes()
+    expected = sum(reference(x[t]) for t in range(x.shape[0]))
+    got = ours(torch.from_numpy(x).float())
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_identical_patterns_are_singular():
+    row = (np.random.default_rng(0).random(50) < 0.4).astype(np.float32)
+    x = torch.from_numpy(np.tile(row, (1, 5, 1)))  # 5 identical inputs
+    assert log_abs_det(hamming_kernel(x)) == -math.inf
+    assert log_abs_det(naswot_kernel(x)) == -math.inf
+    # distinct patterns give a finite score that is higher than any near-duplicate set
+    distinct = torch.from_numpy(fixed_spikes(t=1, b=5, n=50)).float()
+    assert math.isfinite(log_abs_det(hamming_kernel(distinct)))
+
+
+def tiny_net(cell_type="forward", seed=0, kind="lif"):
+    torch.manual_seed(seed)
+    g = sample_genotype(np.random.default_rng(seed), [1, 3], cell_type)
+    spec = ModelSpec(c1=4, c2=8, hidden=16, population=10, image_size=8, timesteps=3, cell_type=cell_type)
+    return build_network(g, spec, NeuronSpec(kind=kind))
+
+
+@pytest.mark.parametrize("cell_type", ["forward", "backward"])
+def test_score_network_matches_numpy_on_recorded_spikes(cell_type):
+    net = tiny_net(cell_type, seed=2)
+    images = torch.randn(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)  # the same dropout masks in both passes
+    score = score_network(net, [images], "hamming")
+
+    # record the same forward pass independently and apply the numpy formula per (layer, timestep)
+    torch.manual_seed(0)
+    recorder = monitor.OutputMonitor(net, BaseNode, function_on_output=lambda s: s.detach().clone())
+    with torch.no_grad():
+        net.train()
+        net(images)
+    recorder.remove_hooks()
+    kernels = [numpy_hamming(s[t].reshape(s.shape[1], -1).double().numpy()) for s in recorder.records for t in range(s.shape[0])]
+    expected = np.linalg.slogdet(sum(kernels) / len(kernels))[1]
+    # one record per neuron layer per call: multi-step layers give T rows, backward-cell ops 1 per step
+    assert len(kernels) == len([m for m in net.modules() if isinstance(m, BaseNode)]) * 3
+    assert score == pytest.approx(expected, rel=1e-9)
+
+
+def test_score_is_repeatable_and_averages_batches():
+    net = tiny_net()
+    a = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    b = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    sa, sb = score_network(net, [a]), score_network(net, [b])
+    assert score_network(net, [a]) == sa  # neuron state is reset between repeats
+    assert score_network(net, [a, b]) == pytest.approx((sa + sb) / 2)
+
+
+def test_unknown_score_kind():
+    with pytest.raises(KssError, match="unknown score kind"):
+        score_network(tiny_net(), [torch.randn(4, 3, 8, 8)], "synflow")

@@ -1,0 +1,193 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from kss.errors import KssError
+from kss.search import CANDIDATES, SUMMARY, run_search
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = {
+    "kernel_set", "kernels", "cell_type", "iters", "seed", "dataset", "best_genotype", "best_score",
+    "params", "search_seconds", "candidates_scored", "candidates_skipped", "device",
+}
+
+
+def lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / CANDIDATES).read_text().splitlines()]
+
+
+def test_search_writes_the_output_contract(compose_cfg, tmp_path):
+    summary = run_search(compose_cfg("kernel_set=set3", "iters=5"), tmp_path)
+    assert CONTRACT <= summary.keys()
+    assert json.loads((tmp_path / SUMMARY).read_text()) == summary
+    assert summary["kernel_set"] == "set3" and summary["kernels"] == [3, 5] and summary["setting"] == "3x3_5x5_5x"
+    records = lines(tmp_path)
+    assert [r["index"] for r in records] == list(range(5))
+    assert all({"index", "genotype", "score", "params", "seconds"} <= r.keys() for r in records)
+    scored = [r for r in records if r["status"] == "scored"]
+    best = max(scored, key=lambda r: r["score"])
+    assert summary["best_score"] == best["score"] and summary["best_genotype"] == best["genotype"]
+    assert summary["candidates_scored"] == len(scored) and summary["device"] == "cpu"
+
+
+def test_same_seed_same_result_other_seed_other_result(compose_cfg, tmp_path):
+    a = run_search(compose_cfg("seed=3"), tmp_path / "a")
+    b = run_search(compose_cfg("seed=3"), tmp_path / "b")
+    c = run_search(compose_cfg("seed=4"), tmp_path / "c")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(lines(tmp_path / "a")) == strip(lines(tmp_path / "b"))
+    assert (a["best_genotype"], a["best_score"]) == (b["best_genotype"], b["best_score"])
+    assert strip(lines(tmp_path / "a")) != strip(lines(tmp_path / "c"))
+
+
+def test_resume_equals_uninterrupted(compose_cfg, tmp_path):
+    full = run_search(compose_cfg("iters=6"), tmp_path / "full")
+    part = tmp_path / "part"
+    run_search(compose_cfg("iters=3"), part)  # "interrupted" after 3 candidates
+    written = (part / CANDIDATES).read_text()
+    # and a crash in the middle of writing the 4th line
+    with open(part / CANDIDATES, "a") as f:
+        f.write('{"index": 3, "genotype": {"cell_ty')
+    resumed = run_search(compose_cfg("iters=6"), part)
+    assert (part / CANDIDATES).read_text().startswith(written)  # nothing rewritten
+    same = lambda rs: [(r["genotype"], r["score"]) for r in rs]  # noqa: E731
+    assert same(lines(part)) == same(lines(tmp_path / "full"))
+    for key in ("best_genotype", "best_score", "best_index", "candidates_scored"):
+        assert resumed[key] == full[key]
+
+
+def test_finished_search_is_not_recomputed(compose_cfg, tmp_path):
+    run_search(compose_cfg(), tmp_path)
+    before = (tmp_path / CANDIDATES).read_text()
+    run_search(compose_cfg(), tmp_path)
+    assert (tmp_path / CANDIDATES).read_text() == before
+
+
+def test_resume_refuses_other_settings(compose_cfg, tmp_path):
+    run_search(compose_cfg("kernel_set=set1"), tmp_path)
+    with pytest.raises(KssError, match="other settings .*kernels"):
+        run_search(compose_cfg("kernel_set=set2"), tmp_path)
+
+
+def test_budget_skips_candidates_before_building(compose_cfg, tmp_path):
+    everything = run_search(compose_cfg("iters=8"), tmp_path / "all")
+    params = sorted(r["params"] for r in lines(tmp_path / "all"))
+    limit = params[len(params) // 2]
+    summary = run_search(compose_cfg("iters=8", f"budget.max_params={limit}"), tmp_path / "budget")
+    records = lines(tmp_path / "budget")
+    over = [r for r in records if r["params"] > limit]
+    assert over and all(r["status"] == "over_budget" and r["score"] is None for r in over)
+    assert summary["candidates_skipped"] == len(over)
+    assert summary["params"] <= limit
+    assert everything["candidates_skipped"] == 0
+
+
+def test_non_finite_scores_are_reported_never_best(compose_cfg, tmp_path, monkeypatch):
+    import kss.search
+
+    calls = iter([-math.inf, 1.0, math.nan, 0.5])
+    monkeypatch.setattr(kss.search, "score_network", lambda *a, **k: next(calls))
+    summary = run_search(compose_cfg("iters=4"), tmp_path)
+    assert summary["best_score"] == 1.0 and summary["best_index"] == 1
+    assert summary["candidates_non_finite"] == 2
+    assert [r["raw_score"] for r in lines(tmp_path)] == ["-inf", None, "nan", None]
+
+
+@pytest.mark.parametrize("cell_type", ["forward", "backward"])
+@pytest.mark.parametrize("score", ["hamming", "naswot"])
+def test_cell_types_and_score_kinds(compose_cfg, tmp_path, cell_type, score):
+    summary = run_search(compose_cfg(f"model.cell_type={cell_type}", f"score={score}", "neuron=plif"), tmp_path)
+    assert summary["cell_type"] == cell_type and summary["score_kind"] == score
+    assert summary["best_genotype"]["cell_type"] == cell_type
+
+
+@pytest.mark.parametrize("kernels, name", [("[3,5,7]", "custom"), ("[5]", "custom"), ("[1,3]", "set1")])
+def test_custom_kernel_lists(compose_cfg, tmp_path, kernels, name):
+    summary = run_search(compose_cfg(f"kernel_set.kernels={kernels}", "dataset.image_size=16"), tmp_path)
+    assert summary["kernel_set"] == name
+    used = {op for r in lines(tmp_path) for op in r["genotype"]["edges"].values() if op.startswith("conv")}
+    assert used <= {f"conv{k}" for k in json.loads(kernels)}
+
+
+@pytest.mark.parametrize("preset, iters", [("paper", 1000), ("snasnet", 5000), ("smoke", 10)])
+def test_iteration_presets(compose_cfg, preset, iters):
+    assert compose_cfg(f"iterations={preset}", tiny=False).iters == iters
+    # an explicit iters wins over the preset
+    assert compose_cfg(f"iterations={preset}", "iters=7", tiny=False).iters == 7
+
+
+def test_every_kernel_set_composes(compose_cfg):
+    for i, kernels in enumerate([[1, 3], [1, 5], [3, 5], [1, 7], [3, 7], [5, 7]], start=1):
+        cfg = compose_cfg(f"kernel_set=set{i}", tiny=False)
+        assert list(cfg.kernel_set.kernels) == kernels and cfg.kernel_set.name == f"set{i}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["kernel_set.kernels=[]"], "kernel set is empty"),
+        (["kernel_set.kernels=[2,3]"], "positive odd"),
+        (["kernel_set.kernels=[-3]"], "positive odd"),
+        (["kernel_set=set4", "dataset.image_size=8"], "larger than cell 2's 4x4"),  # 7x7 on an 8px input
+        (["iters=0"], "iters must be a positive integer"),
+        (["iters=-5"], "iters must be a positive integer"),
+        (["score.batch_size=1"], "at least 2 images"),
+        (["score.batch_size=100000"], "larger than the synthetic training split"),
+        (["budget.max_params=0"], "budget.max_params must be > 0"),
+        (["device=cuda:0"], "CUDA is not available"),
+        (["score.kind=synflow"], "unknown score kind"),
+        (["dataset=cifar10", "dataset.root=/nonexistent/kss-data", "dataset.download=false"], "dataset=synthetic"),
+    ],
+)
+def test_bad_input_gives_one_line(compose_cfg, tmp_path, overrides, message):
+    with pytest.raises(KssError, match=message) as info:
+        run_search(compose_cfg(*overrides), tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_kernel_set_is_a_config_error(compose_cfg):
+    with pytest.raises(MissingConfigException, match="kernel_set/set9"):
+        compose_cfg("kernel_set=set9")
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "search.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_single_run_and_resume(tmp_path):
+    args = ["kernel_set=set3", "iters=3", "dataset=synthetic", "model=tiny", "score.batch_size=16",
+            "device=auto", f"hydra.run.dir={tmp_path}"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert summary["kernels"] == [3, 5] and summary["iters"] == 3
+    assert "cand/s" in result.stderr  # progress bar with rate
+    again = run_cli(*args)
+    assert again.returncode == 0 and "3 of 3 candidates already done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_cli_multirun_over_kernel_sets(tmp_path):
+    result = run_cli("-m", "kernel_set=glob(*)", "iters=2", "dataset=synthetic", "model=tiny",
+                     "score.batch_size=16", "dataset.image_size=16", "progress=false", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summaries = sorted(tmp_path.glob("*/search.json"))
+    assert len(summaries) == 6
+    assert sorted(json.loads(p.read_text())["kernel_set"] for p in summaries) == [f"set{i}" for i in range(1, 7)]
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line_no_traceback(tmp_path):
+    result = run_cli("iters=0", "dataset=synthetic", "model=tiny", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: iters must be a positive integer")
+    assert "Traceback" not in result.stderr
+    unknown = run_cli("kernel_set=set9", f"hydra.run.dir={tmp_path}")
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "Could not find 'kernel_set/set9'" in unknown.stderr
