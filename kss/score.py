@@ -31,7 +31,7 @@ def kernel(name: str):
 def _hamming(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Hamming distances [T, B, B] and spike counts [T, B] from one Gram product per timestep."""
     gram = torch.bmm(x, x.transpose(1, 2)).double()  # exact: 0/1 products summed below 2**24
-    counts = x.sum(-1, dtype=torch.float64)
+    counts = x.sum(-1).double()  # exact in float32 too, and no float64 copy of x
     return counts.unsqueeze(2) + counts.unsqueeze(1) - 2 * gram, counts
 
 
@@ -52,6 +52,17 @@ def naswot_kernel(x: torch.Tensor) -> torch.Tensor:
     return (x.shape[-1] - distance).sum(0)
 
 
+def flatten_neurons(spikes: torch.Tensor) -> torch.Tensor:
+    """[T, B, ...] -> [T, B, N] without a copy where possible.
+
+    The kernels only compare inputs, so the order of neurons within N does not matter:
+    channels-last maps are flattened in their memory order (H, W, C) instead of being copied.
+    """
+    if spikes.dim() == 5 and spikes.stride(2) == 1 and spikes.shape[2] > 1:
+        spikes = spikes.permute(0, 1, 3, 4, 2)
+    return spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
+
+
 def log_abs_det(k: torch.Tensor) -> float:
     """log|det K|; -inf for a singular K (e.g. identical spike patterns)."""
     sign, logabsdet = torch.linalg.slogdet(k)
@@ -69,8 +80,7 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
     to_kernel = KERNELS[kind]
 
     def on_spikes(spikes: torch.Tensor) -> tuple[torch.Tensor, int]:
-        x = spikes.reshape(spikes.shape[0], spikes.shape[1], -1).float()  # [T, B, N]
-        return to_kernel(x), x.shape[0]
+        return to_kernel(flatten_neurons(spikes).float()), spikes.shape[0]
 
     net.train()
     recorder = monitor.OutputMonitor(net, BaseNode, function_on_output=on_spikes)
