@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -69,7 +71,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
+    """Run-directory name of a training run: the searched setting, or the genotype's name."""
+    if genotype is None:
+        return setting_tag(list(kernels), iters)
+    stem = Path(str(genotype)).stem if str(genotype).endswith(".json") else str(genotype)
+    if stem == "search":  # .../3x3_5x5_1000x_cifar10_seed0/search.json -> that folder's name
+        stem = Path(str(genotype)).parent.name
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
 def register_resolvers() -> None:
-    """`${kss_tag:${kernel_set.kernels}}` names run directories in the paper's form."""
+    """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form."""
     if not OmegaConf.has_resolver("kss_tag"):
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
+    if not OmegaConf.has_resolver("kss_arch"):
+        OmegaConf.register_new_resolver("kss_arch", architecture_tag)

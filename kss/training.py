@@ -1,0 +1,220 @@
+"""The training task behind `train.py`: architecture (given or searched) -> trained SNN -> metrics.json.
+
+Run directory contents: checkpoints/ (best on val accuracy, and last), csv/version_N/metrics.csv
+(per-epoch curves, one version per session of a resumed run), wandb/ (offline runs), metrics.json (the final numbers), and, when the architecture was
+searched first, the search's own files (candidates.jsonl, search.json) exactly as search.py writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from kss import config as C
+from kss.errors import KssError
+from kss.genotype import Genotype, check_fits, load_genotype
+from kss.module import SpikingClassifier
+from kss.params import count_params, memory_bytes
+from kss.search import SUMMARY, SearchSetup, search, setup_from_config, write_json
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+CHECKPOINTS = "checkpoints"
+
+
+class ArchitectureSearch(L.Callback):
+    """Runs the R-score search on the trainer's device before the network is built.
+
+    Under DDP only rank 0 searches (and writes the search files); the genotype is broadcast.
+    """
+
+    def __init__(self, setup: SearchSetup, out_dir: Path, progress: bool = True):
+        self.search_setup, self.out_dir, self.progress = setup, out_dir, progress
+
+    def setup(self, trainer: L.Trainer, pl_module: SpikingClassifier, stage: str) -> None:
+        if pl_module.net is not None:
+            return
+        best = None
+        if trainer.is_global_zero:
+            summary = search(self.search_setup, trainer.datamodule, self.out_dir,
+                             trainer.strategy.root_device, self.progress)
+            best = summary["best_genotype"]
+        best = trainer.strategy.broadcast(best, src=0)
+        if best is None:
+            raise KssError("the search found no scorable candidate (all over budget or non-finite); "
+                           "raise budget.max_params or iters")
+        pl_module.set_genotype(Genotype.from_json(best))
+
+
+class ImagesSeen(L.Callback):
+    """Training images and seconds of this session, for images/s (a resumed run counts only its part)."""
+
+    def __init__(self):
+        self.images, self.seconds, self._start = 0, 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.images += len(batch[1])
+        self.seconds += time.perf_counter() - self._start
+
+
+def check_training_config(cfg: DictConfig) -> None:
+    epochs = cfg.trainer.max_epochs
+    if not isinstance(epochs, int) or epochs <= 0:
+        raise KssError(f"trainer.max_epochs must be a positive integer (got {epochs})")
+    lr = cfg.optimizer.get("lr")
+    if lr is None or not lr > 0:
+        raise KssError(f"optimizer.lr must be > 0 (got {lr})")
+    if cfg.resume not in ("auto", True, False):
+        raise KssError(f"resume must be auto, true or false (got {cfg.resume})")
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
+
+
+def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
+    last = out_dir / CHECKPOINTS / "last.ckpt"
+    if cfg.resume is True and not last.exists():
+        raise KssError(f"resume=true but {last} does not exist; drop resume=true to start a new run")
+    if cfg.resume is False and last.exists():
+        raise KssError(f"{out_dir} already holds a run (refusing to overwrite it); "
+                       "pass resume=auto to continue it, or hydra.run.dir=<new dir>")
+    return str(last) if last.exists() else None
+
+
+def make_loggers(cfg: DictConfig, out_dir: Path, kernel_set: str) -> list:
+    # A new csv/version_N per session: Lightning's CSV writer would delete an existing metrics.csv.
+    loggers = [CSVLogger(out_dir, name="csv")]
+    if cfg.wandb.mode != "disabled":
+        tags = [kernel_set, f"iters={cfg.iters}", f"seed={cfg.seed}", cfg.dataset.name, cfg.neuron.kind, *cfg.wandb.tags]
+        loggers.append(WandbLogger(
+            project=cfg.wandb.project, save_dir=str(out_dir), mode=cfg.wandb.mode, group=cfg.wandb.group,
+            job_type="train", tags=tags, name=out_dir.name,
+        ))
+    if cfg.tensorboard:
+        loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    return loggers
+
+
+def finish_wandb() -> None:
+    """Close the W&B run so the next multirun job gets its own."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:
+        pass
+
+
+def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
+    """Config in, metrics.json's content out."""
+    if out_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        out_dir = HydraConfig.get().runtime.output_dir
+    out_dir = Path(out_dir)
+    check_training_config(cfg)
+    done = out_dir / METRICS
+    if done.exists():
+        metrics = json.loads(done.read_text())
+        if metrics.get("max_epochs") == cfg.trainer.max_epochs:
+            log.info("%s is finished (test acc %.4f); not retraining", out_dir, metrics["test_acc"])
+            return metrics
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    data = C.data_module(cfg)
+    kernel_set, kernels = C.kernel_set(cfg)
+    spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
+    spec.validate(kernels)
+    callbacks = []
+    genotype = None
+    if cfg.genotype is not None:
+        genotype = load_genotype(str(cfg.genotype))
+        check_fits(genotype, kernels, spec.cell_type)
+    else:
+        callbacks.append(ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress))
+    ckpt_path = resume_checkpoint(cfg, out_dir)
+
+    module = SpikingClassifier(
+        model=asdict(spec), neuron=asdict(neuron),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) or None,
+        genotype=genotype.to_json() if genotype else None,
+    )
+    has_val = cfg.dataset.val_size > 0
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / CHECKPOINTS, filename="best-{epoch:03d}", save_last=True,
+        monitor="val/acc" if has_val else None, mode="max", save_top_k=1,
+    )
+    throughput = ImagesSeen()
+    callbacks += [checkpoint, throughput, LearningRateMonitor(logging_interval="epoch")]
+    if cfg.progress:
+        callbacks.append(RichProgressBar())
+    loggers = make_loggers(cfg, out_dir, kernel_set)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer = L.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=out_dir,
+            logger=loggers, callbacks=callbacks, enable_progress_bar=bool(cfg.progress),
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - start
+        if trainer.interrupted:  # Ctrl-C: Lightning stops cleanly; last.ckpt is from the last finished epoch
+            raise KssError(f"training was interrupted; rerun the same command to resume from {checkpoint.last_model_path}")
+        best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
+        test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
+        metrics = collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput)
+        write_json(done, metrics)
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        log.info("test acc %.4f (best val %s), %d params, %.0f s", metrics["test_acc"],
+                 metrics["best_val_acc"], metrics["params"], train_seconds)
+        return metrics
+    finally:
+        finish_wandb()
+
+
+def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput) -> dict:
+    params = count_params(module.genotype, module.spec, module.neuron)
+    assert params == sum(p.numel() for p in module.parameters()), "analytic count drifted from the network"
+    searched = out_dir / SUMMARY
+    search_summary = json.loads(searched.read_text()) if cfg.genotype is None and searched.exists() else {}
+    best_val = checkpoint.best_model_score
+    return {
+        "test_acc": float(test["test/acc"]),
+        "test_acc_top5": float(test["test/acc_top5"]) if "test/acc_top5" in test else None,
+        "best_val_acc": float(best_val) if best_val is not None else None,
+        "epochs": trainer.current_epoch,
+        "max_epochs": cfg.trainer.max_epochs,
+        "params": params,
+        **memory_bytes(params),
+        "genotype": module.hparams.genotype,
+        "genotype_source": str(cfg.genotype) if cfg.genotype is not None else "search",
+        "kernel_set": C.kernel_set(cfg)[0],
+        "kernels": list(cfg.kernel_set.kernels),
+        "iters": cfg.iters,
+        "seed": cfg.seed,
+        "dataset": cfg.dataset.name,
+        "search_score": search_summary.get("best_score"),
+        "search_seconds": search_summary.get("search_seconds"),
+        "train_seconds": train_seconds,
+        "images_per_second": throughput.images / throughput.seconds if throughput.seconds else None,
+        "checkpoint": checkpoint.best_model_path or checkpoint.last_model_path,
+        "device": str(trainer.strategy.root_device),
+    }

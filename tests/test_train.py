@@ -1,0 +1,190 @@
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from kss import config as C
+from kss.errors import KssError
+from kss.module import SpikingClassifier
+from kss.search import SUMMARY, run_search
+from kss.training import CHECKPOINTS, METRICS, run_train
+
+TRAIN = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2",
+         "iters=2", "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32"]
+
+
+@pytest.fixture
+def train_cfg(compose_cfg):
+    def make(*overrides):
+        return compose_cfg(*TRAIN, *overrides, config_name="train")
+
+    return make
+
+
+@pytest.mark.parametrize("cell_type", ["forward", "backward"])
+@pytest.mark.parametrize("kernel_set", ["set1", "set5"])
+def test_fast_dev_run(train_cfg, tmp_path, cell_type, kernel_set):
+    metrics = run_train(train_cfg(f"model.cell_type={cell_type}", f"kernel_set={kernel_set}",
+                                  "trainer.fast_dev_run=true"), tmp_path)
+    assert 0 <= metrics["test_acc"] <= 1
+    assert metrics["genotype"]["cell_type"] == cell_type
+    assert metrics["kernels"] == list(C.KERNEL_SETS[kernel_set])
+
+
+def test_search_callback_saves_the_search_as_search_py_does(train_cfg, compose_cfg, tmp_path):
+    metrics = run_train(train_cfg(), tmp_path / "train")
+    searched = json.loads((tmp_path / "train" / SUMMARY).read_text())
+    alone = run_search(compose_cfg("iters=2", "dataset.train_size=96", "dataset.val_size=32"), tmp_path / "search")
+    assert searched["best_genotype"] == alone["best_genotype"] == metrics["genotype"]
+    assert searched["best_score"] == alone["best_score"] == metrics["search_score"]
+    assert (tmp_path / "train" / "candidates.jsonl").read_text().count("\n") == 2
+    for key in ("test_acc", "best_val_acc", "epochs", "params", "memory_fp32_bytes", "search_seconds",
+                "train_seconds", "images_per_second"):
+        assert metrics[key] is not None, key
+    assert json.loads((tmp_path / "train" / METRICS).read_text()) == metrics
+    assert (tmp_path / "train" / CHECKPOINTS / "last.ckpt").exists()
+
+
+def test_genotype_file_path(train_cfg, compose_cfg, tmp_path):
+    found = run_search(compose_cfg("kernel_set=set3"), tmp_path / "search")
+    metrics = run_train(train_cfg("kernel_set=set3", f"genotype={tmp_path / 'search' / SUMMARY}"), tmp_path / "train")
+    assert metrics["genotype"] == found["best_genotype"]
+    assert metrics["search_score"] is None and not (tmp_path / "train" / SUMMARY).exists()
+
+
+def test_published_genotype_by_name(train_cfg, tmp_path):
+    metrics = run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward",
+                                  "trainer.fast_dev_run=true"), tmp_path)
+    assert metrics["genotype"]["edges"]["2->0"] == "conv1"
+
+
+def test_weight_decay_is_really_applied(train_cfg, tmp_path):
+    cfg = train_cfg("optimizer=sgd", "genotype=snasnet_cifar10", "model.cell_type=backward")
+    module = SpikingClassifier(
+        model={**C.model_spec(cfg, C.data_module(cfg)).__dict__}, neuron=dict(cfg.neuron),
+        optimizer=dict(cfg.optimizer), scheduler=None,
+        genotype=__import__("kss.genotype", fromlist=["x"]).load_genotype("snasnet_cifar10").to_json())
+    optimizer = module.configure_optimizers()
+    assert optimizer.param_groups[0]["weight_decay"] == 5e-4 and optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def small_module(seed=0) -> tuple[SpikingClassifier, torch.utils.data.DataLoader]:
+    from kss.data import KssDataModule
+    from kss.genotype import load_genotype
+
+    torch.manual_seed(seed)
+    data = KssDataModule("synthetic", batch_size=16, train_size=64, test_size=16, seed=seed, image_size=16)
+    data.setup()
+    module = SpikingClassifier(
+        model=dict(in_channels=3, image_size=16, num_classes=10, c1=4, c2=8, population=10, hidden=32,
+                   sap=2, timesteps=2, dropout=0.0, cell_type="backward"),
+        neuron=dict(kind="lif"),
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2},
+        genotype=load_genotype("snasnet_cifar10").to_json(),
+    )
+    return module, data.train_dataloader()
+
+
+def test_training_reduces_the_loss():
+    module, loader = small_module()
+    images, labels = next(iter(loader))
+    optimizer = module.configure_optimizers()
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(module(images), labels)
+        optimizer.zero_grad()
+        loss.backward()  # surrogate gradients through time
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses  # 2.30 -> ~1.36 here; no learning stays at ~2.30
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    module, loader = small_module()
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        accelerator="cpu", enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=loader)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = SpikingClassifier.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True)
+    images = next(iter(loader))[0]
+    module.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(images), loaded(images), rtol=0, atol=0)
+    assert loaded.hparams.genotype == module.hparams.genotype
+
+
+def test_resume_continues_at_the_right_epoch(train_cfg, tmp_path):
+    first = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    assert first["epochs"] == 1
+    second = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=3",
+                                 "resume=true"), tmp_path)
+    assert second["epochs"] == 3
+    epochs = set()
+    for path in sorted((tmp_path / "csv").glob("version_*/metrics.csv")):
+        epochs |= {int(row["epoch"]) for row in csv.DictReader(path.open()) if row.get("train/acc")}
+    assert epochs == {0, 1, 2}  # epoch 0 from the first session, 1-2 from the resumed one
+    again = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=3"), tmp_path)
+    assert again == second  # finished: reported, not retrained
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer.lr=0"], "optimizer.lr must be > 0"),
+        (["optimizer.lr=-1"], "optimizer.lr must be > 0"),
+        (["trainer.max_epochs=0"], "max_epochs must be a positive integer"),
+        (["genotype=snasnet_cifar10"], "cell_type=backward"),
+        (["genotype=snasnet_cifar10", "model.cell_type=backward", "kernel_set=set3"], "does not offer"),
+        (["resume=true"], "does not exist"),
+        (["wandb.mode=sometimes"], "wandb.mode"),
+    ],
+)
+def test_bad_training_input(train_cfg, tmp_path, overrides, message):
+    with pytest.raises(KssError, match=message) as info:
+        run_train(train_cfg(*overrides), tmp_path)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / METRICS).exists()
+
+
+def test_checkpoint_of_another_architecture_or_dataset_is_refused(train_cfg, tmp_path):
+    run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    before = (tmp_path / CHECKPOINTS / "last.ckpt").read_bytes()
+    with pytest.raises(KssError, match="different architecture"):
+        run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward", "trainer.max_epochs=2"), tmp_path)
+    with pytest.raises(KssError, match="trained on 10 classes, this dataset has 5"):
+        run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=2",
+                            "dataset.num_classes=5"), tmp_path)
+    with pytest.raises(KssError, match="refusing to overwrite"):
+        run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=2",
+                            "resume=false"), tmp_path)
+    assert (tmp_path / CHECKPOINTS / "last.ckpt").read_bytes() == before  # nothing overwritten
+
+
+def test_paper_presets_compose(compose_cfg):
+    for name, classes_model in [("paper_cifar10", 256), ("paper_cifar100", 128)]:
+        cfg = compose_cfg(f"experiment={name}", config_name="train", tiny=False)
+        assert cfg.optimizer.lr == 0.1 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 5e-4
+        assert cfg.scheduler.eta_min == 1e-3 and cfg.scheduler.T_max == 300 and cfg.trainer.max_epochs == 300
+        assert cfg.dataset.batch_size == 64 and cfg.model.timesteps == 5 and cfg.model.c1 == classes_model
+
+
+def test_every_config_option_instantiates(compose_cfg):
+    """A typo in any _target_ fails here, not in a user's run."""
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    for option in sorted(p.stem for p in (conf / "optimizer").glob("*.yaml")):
+        optimizer = instantiate(compose_cfg(f"optimizer={option}", config_name="train").optimizer)(params=params)
+        for sched in sorted(p.stem for p in (conf / "scheduler").glob("*.yaml")):
+            cfg = compose_cfg(f"scheduler={sched}", config_name="train")
+            if cfg.scheduler:
+                instantiate(cfg.scheduler)(optimizer=optimizer)
+    for option in sorted(p.stem for p in (conf / "trainer").glob("*.yaml")):
+        assert "max_epochs" in compose_cfg(f"trainer={option}", config_name="train").trainer
+    for option in sorted(p.stem for p in (conf / "experiment").glob("*.yaml")):
+        compose_cfg(f"experiment={option}", config_name="train", tiny=False)

@@ -1,0 +1,20 @@
+"""Train a searched SNN: python train.py genotype=<search.json | genotype file | snasnet_cifar10>
+
+With no genotype, the R-score search runs first (same settings as search.py), then the winner trains.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import kss  # noqa: F401  (registers the config resolvers)
+from kss.cli import run_task
+from kss.training import run_train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return run_task(run_train, cfg)["test_acc"]  # the optimised metric, for Hydra sweepers
+
+
+if __name__ == "__main__":
+    main()
