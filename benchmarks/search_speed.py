@@ -5,8 +5,8 @@
 
 fast:  kss as shipped: multi-step network, no-grad LIF path, channels-last, one batched Gram
        product per layer (H = n_i + n_j - 2 x x^T).
-plain: the same network and formula done the straightforward way: spikingjelly's LIF kernel, and
-       per (layer, timestep) two matmuls, H = x(1-x)^T + (1-x)x^T, as in SNASNet's reference code.
+plain: the same network and formula done the straightforward way: NCHW layout, spikingjelly's
+       LIF kernel, and per (layer, timestep) two matmuls, H = x(1-x)^T + (1-x)x^T, as in SNASNet's reference code.
 Both score the same candidates (same seeds) on the same images; the scores must agree.
 """
 
@@ -25,7 +25,7 @@ from kss.genotype import sample_genotype
 from kss.network import ModelSpec, build_network
 from kss.neurons import NeuronSpec
 from kss.score import log_abs_det, score_network
-from kss.search import candidate_rngs, scoring_layout
+from kss.search import candidate_rngs
 
 SIZES = {
     # name: (model widths, image size, channels, search batch)
@@ -87,10 +87,11 @@ def run(size: str, candidates: int, kernels) -> dict:
             torch.manual_seed(1)  # same dropout masks for both paths
             start = time.perf_counter()
             if path == "plain":
+                net.memory_format = torch.contiguous_format
                 with spikingjelly_lif():
-                    scores.append(plain_score(net, images))
+                    scores.append(plain_score(net.to(memory_format=torch.contiguous_format), images))
             else:  # what kss.search does
-                scores.append(score_network(scoring_layout(net), [scoring_layout(x) for x in images]))
+                scores.append(score_network(net, images))
             seconds += time.perf_counter() - start
         result[path] = (candidates / seconds, scores)
     plain, fast = result["plain"][1], result["fast"][1]

@@ -98,11 +98,6 @@ def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
     return np.random.default_rng(sample_seq), int(init_seq.generate_state(1, np.uint64)[0] % 2**63)
 
 
-def scoring_layout(x):
-    """Channels-last for networks and image batches: ~1.3-1.5x faster scoring on CPU (avg-pool, conv)."""
-    return x.to(memory_format=torch.channels_last)
-
-
 def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device) -> dict:
     """One line of candidates.jsonl."""
     start = time.perf_counter()
@@ -113,7 +108,7 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
     if setup.max_params is not None and params > setup.max_params:
         return record | {"status": "over_budget", "score": None, "seconds": time.perf_counter() - start}
     torch.manual_seed(init_seed)
-    net = scoring_layout(build_network(genotype, setup.spec, setup.neuron).to(device))
+    net = build_network(genotype, setup.spec, setup.neuron).to(device)
     score = score_network(net, batches, setup.score)
     status = "scored" if math.isfinite(score) else "non_finite"
     return record | {
@@ -214,7 +209,7 @@ def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool 
         log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
 
     if len(records) < setup.iters:
-        batches = [scoring_layout(b.to(device)) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
+        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
         best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
         bar = tqdm(
             total=setup.iters, initial=len(records), disable=not progress, unit="cand",
