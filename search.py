@@ -10,7 +10,8 @@ from kss.search import run_search
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> float | None:
-    return run_task(run_search, cfg)["best_score"]  # the optimised metric, for Hydra sweepers
+    result = run_task(run_search, cfg, "search")
+    return result["best_score"] if result else None  # the optimised metric, for Hydra sweepers
 
 
 if __name__ == "__main__":

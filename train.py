@@ -12,8 +12,9 @@ from kss.training import run_train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return run_task(run_train, cfg)["test_acc"]  # the optimised metric, for Hydra sweepers
+def main(cfg: DictConfig) -> float | None:
+    result = run_task(run_train, cfg, "train")
+    return result["test_acc"] if result else None  # the optimised metric, for Hydra sweepers
 
 
 if __name__ == "__main__":

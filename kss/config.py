@@ -29,13 +29,14 @@ def setting_tag(kernels, iters: int | None = None) -> str:
 
 
 def kernel_set(cfg: DictConfig) -> tuple[str, list[int]]:
-    """(name, kernels); a list that differs from the named set is called 'custom'."""
+    """(name, kernels); the name follows the kernels: [3, 5] is set3 whatever the option said."""
     kernels = list(cfg.kernel_set.kernels)
     check_kernels(kernels)
-    name = cfg.kernel_set.get("name")
-    if name not in KERNEL_SETS or list(KERNEL_SETS[name]) != kernels:
-        name = "custom"
-    return name, kernels
+    return kernel_set_name(kernels), kernels
+
+
+def kernel_set_name(kernels) -> str:
+    return next((name for name, ks in KERNEL_SETS.items() if list(ks) == list(kernels)), "custom")
 
 
 def neuron_spec(cfg: DictConfig) -> NeuronSpec:
@@ -57,6 +58,22 @@ def data_module(cfg: DictConfig, batch_size: int | None = None):
     if batch_size is not None:
         fields["batch_size"] = batch_size
     return KssDataModule(seed=cfg.seed, **fields)
+
+
+def logged_config(cfg: DictConfig) -> dict:
+    """The resolved config as dashboards should see it: the kernel set named after its kernels."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    name, kernels = kernel_set(cfg)
+    data["kernel_set"]["name"] = name
+    data["setting"] = setting_tag(kernels, cfg.iters)
+    return data
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """W&B tags: enough to filter the six kernel sets, iteration counts, seeds and datasets apart."""
+    name, kernels = kernel_set(cfg)
+    return [name, setting_tag(kernels), f"iters={cfg.iters}", f"seed={cfg.seed}", cfg.dataset.name,
+            cfg.neuron.kind, *cfg.wandb.tags]
 
 
 def resolve_device(name: str) -> torch.device:

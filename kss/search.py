@@ -249,4 +249,27 @@ def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     data = C.data_module(cfg)
     setup = setup_from_config(cfg, data)
     device = C.resolve_device(cfg.device)
-    return search(setup, data, Path(out_dir), device, progress=cfg.get("progress", True))
+    summary = search(setup, data, Path(out_dir), device, progress=cfg.get("progress", True))
+    log_to_wandb(cfg, Path(out_dir), summary)
+    return summary
+
+
+def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
+    """One W&B run per search (job_type 'search'), offline by default; the scores as a curve."""
+    if cfg.wandb.mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group, job_type="search", dir=str(out_dir),
+                     name=out_dir.name, mode=cfg.wandb.mode, tags=C.run_tags(cfg), config=C.logged_config(cfg),
+                     settings=wandb.Settings(quiet=True))
+    try:
+        best = None
+        for record in read_candidates(out_dir / CANDIDATES)[: cfg.iters]:
+            if record["status"] == "scored":
+                best = record["score"] if best is None else max(best, record["score"])
+            run.log({"candidate/score": record["score"], "candidate/params": record["params"], "best_score": best},
+                    step=record["index"])
+        run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+    finally:
+        run.finish()

@@ -93,18 +93,23 @@ def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
-def make_loggers(cfg: DictConfig, out_dir: Path, kernel_set: str) -> list:
+def make_loggers(cfg: DictConfig, out_dir: Path) -> list:
     # A new csv/version_N per session: Lightning's CSV writer would delete an existing metrics.csv.
     loggers = [CSVLogger(out_dir, name="csv")]
     if cfg.wandb.mode != "disabled":
-        tags = [kernel_set, f"iters={cfg.iters}", f"seed={cfg.seed}", cfg.dataset.name, cfg.neuron.kind, *cfg.wandb.tags]
         loggers.append(WandbLogger(
             project=cfg.wandb.project, save_dir=str(out_dir), mode=cfg.wandb.mode, group=cfg.wandb.group,
-            job_type="train", tags=tags, name=out_dir.name,
+            job_type="train", tags=C.run_tags(cfg), name=out_dir.name, settings=wandb_settings(),
         ))
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
     return loggers
+
+
+def wandb_settings():
+    import wandb
+
+    return wandb.Settings(quiet=True)
 
 
 def finish_wandb() -> None:
@@ -136,7 +141,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data = C.data_module(cfg)
-    kernel_set, kernels = C.kernel_set(cfg)
+    _, kernels = C.kernel_set(cfg)
     spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
     spec.validate(kernels)
     callbacks = []
@@ -163,10 +168,10 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     callbacks += [checkpoint, throughput, LearningRateMonitor(logging_interval="epoch")]
     if cfg.progress:
         callbacks.append(RichProgressBar())
-    loggers = make_loggers(cfg, out_dir, kernel_set)
+    loggers = make_loggers(cfg, out_dir)
     try:
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(C.logged_config(cfg))
         trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True), default_root_dir=out_dir,
             logger=loggers, callbacks=callbacks, enable_progress_bar=bool(cfg.progress),
@@ -215,6 +220,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         "search_seconds": search_summary.get("search_seconds"),
         "train_seconds": train_seconds,
         "images_per_second": throughput.images / throughput.seconds if throughput.seconds else None,
+        "train_images_per_epoch": len(trainer.datamodule.train_set),
         "checkpoint": checkpoint.best_model_path or checkpoint.last_model_path,
         "device": str(trainer.strategy.root_device),
     }

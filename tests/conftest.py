@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_dir
 import kss  # noqa: F401  (registers resolvers)
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-TINY = ["dataset=synthetic", "model=tiny", "iters=4", "score.batch_size=16", "progress=false", "device=cpu"]
+TINY = ["dataset=synthetic", "model=tiny", "iters=4", "score.batch_size=16", "progress=false", "device=cpu",
+        "wandb.mode=disabled"]
 
 
 @pytest.fixture

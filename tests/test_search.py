@@ -106,7 +106,7 @@ def test_cell_types_and_score_kinds(compose_cfg, tmp_path, cell_type, score):
     assert summary["best_genotype"]["cell_type"] == cell_type
 
 
-@pytest.mark.parametrize("kernels, name", [("[3,5,7]", "custom"), ("[5]", "custom"), ("[1,3]", "set1")])
+@pytest.mark.parametrize("kernels, name", [("[3,5,7]", "custom"), ("[5]", "custom"), ("[3,5]", "set3")])
 def test_custom_kernel_lists(compose_cfg, tmp_path, kernels, name):
     summary = run_search(compose_cfg(f"kernel_set.kernels={kernels}", "dataset.image_size=16"), tmp_path)
     assert summary["kernel_set"] == name

@@ -1,0 +1,271 @@
+"""From a sweep directory to a table, plots and a model selection.
+
+Works on any directory of kss runs: a `sweep.py` sweep (which also knows the jobs it planned,
+so missing ones are listed) or a plain Hydra multirun of `search.py` / `train.py`. A job is
+read from the files its run wrote (search.json, metrics.json, failed.json, .hydra/), never from logs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from kss.cli import FAILED
+from kss.config import kernel_set_name, setting_tag
+from kss.errors import KssError
+
+PLAN = "sweep_plan.json"
+BASELINE = "1x1_3x3_5000x"  # SNASNet: kernel set (1, 3), 5000 iterations
+
+
+@dataclass
+class Job:
+    path: str
+    kernels: list[int]
+    iters: int
+    seed: int
+    dataset: str
+    kind: str  # "train" or "search"
+    status: str  # "complete", "failed", "incomplete", "missing"
+    best_score: float | None = None
+    params: int | None = None
+    memory_fp32_bytes: int | None = None
+    memory_int8_bytes: int | None = None
+    search_seconds: float | None = None
+    test_acc: float | None = None
+    best_val_acc: float | None = None
+    checkpoint: str | None = None
+    genotype_file: str | None = None
+    error: str | None = None
+
+    @property
+    def setting(self) -> str:
+        return setting_tag(self.kernels, self.iters)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_job(path: Path, kind: str | None = None) -> Job | None:
+    """One job directory; None when nothing in it says what the job was."""
+    search, metrics, failed = _read(path / "search.json"), _read(path / "metrics.json"), _read(path / FAILED)
+    config = OmegaConf.load(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").exists() else None
+    hydra = OmegaConf.load(path / ".hydra" / "hydra.yaml") if (path / ".hydra" / "hydra.yaml").exists() else None
+    source = metrics or search or failed
+    if source is not None and "kernels" in source:
+        kernels, iters, seed, dataset = source["kernels"], source["iters"], source["seed"], source["dataset"]
+    elif config is not None and "kernel_set" in config:
+        kernels, iters, seed, dataset = list(config.kernel_set.kernels), config.iters, config.seed, config.dataset.name
+    else:
+        return None
+    if kind is None:
+        job_name = hydra.hydra.job.name if hydra is not None else None
+        kind = "train" if metrics is not None or job_name == "train" or (failed or {}).get("kind") == "train" else "search"
+    done = metrics if kind == "train" else search
+    status = "complete" if done is not None else "failed" if failed is not None else "incomplete"
+    job = Job(str(path), list(kernels), int(iters), int(seed), dataset, kind, status,
+              error=(failed or {}).get("error"))
+    if search is not None:
+        job.best_score, job.search_seconds = search.get("best_score"), search.get("search_seconds")
+        job.params = search.get("params")
+        job.genotype_file = str(path / "search.json")
+    if metrics is not None:
+        job.best_score = metrics.get("search_score", job.best_score)
+        job.search_seconds = metrics.get("search_seconds", job.search_seconds)
+        job.params, job.test_acc, job.best_val_acc = metrics["params"], metrics["test_acc"], metrics.get("best_val_acc")
+        job.checkpoint = metrics.get("checkpoint")
+    if job.params is not None:
+        job.memory_fp32_bytes, job.memory_int8_bytes = 4 * job.params, job.params
+    return job
+
+
+def collect(root: Path) -> list[Job]:
+    """Every job under `root`, plus the planned ones that never wrote anything (status 'missing')."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KssError(f"{root} is not a directory; pass the sweep or multirun directory to analyse")
+    plan = _read(root / PLAN)
+    kind = plan["kind"] if plan else None
+    markers = ("search.json", "metrics.json", FAILED, ".hydra/config.yaml")
+    dirs = sorted({p.parent.parent if p.parent.name == ".hydra" else p.parent
+                   for m in markers for p in root.rglob(m)} - {root})
+    jobs = [job for d in dirs if (job := read_job(d, kind)) is not None]
+    if plan:
+        seen = {Path(j.path).resolve() for j in jobs}
+        for planned in plan["jobs"]:
+            if (root / planned["dir"]).resolve() not in seen:
+                jobs.append(Job(str(root / planned["dir"]), planned["kernels"], planned["iters"], planned["seed"],
+                                plan["dataset"], kind, "missing"))
+    if not jobs:
+        raise KssError(f"{root} holds no kss runs (no search.json, metrics.json or .hydra/ job folders); "
+                       "pass the directory a sweep or multirun wrote")
+    return sorted(jobs, key=lambda j: (j.dataset, len(j.kernels), j.kernels, j.iters, j.seed))
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass
+class Setting:
+    setting: str
+    kernel_set: str
+    kernels: list[int]
+    iters: int
+    dataset: str
+    seeds: list[int]
+    complete: int
+    params_mean: float | None = None
+    params_max: int | None = None
+    memory_fp32_bytes: float | None = None
+    memory_int8_bytes: float | None = None
+    score_mean: float | None = None
+    score_std: float | None = None
+    search_seconds_mean: float | None = None
+    search_seconds_std: float | None = None
+    search_time_normalised: float | None = None
+    test_acc_mean: float | None = None
+    test_acc_std: float | None = None
+    best_val_acc_mean: float | None = None
+    best_val_acc_std: float | None = None
+    best_job: str | None = field(default=None, repr=False)
+
+
+def aggregate(jobs: list[Job]) -> list[Setting]:
+    """One row per (dataset, kernels, iters): mean and std over the complete seeds."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.dataset, tuple(job.kernels), job.iters), []).append(job)
+    rows = []
+    for (dataset, kernels, iters), members in groups.items():
+        done = [j for j in members if j.status == "complete"]
+        row = Setting(setting_tag(kernels, iters), kernel_set_name(kernels), list(kernels), iters, dataset,
+                      sorted(j.seed for j in members), len(done))
+        if done:
+            params = [j.params for j in done if j.params is not None]
+            row.params_mean = statistics.fmean(params) if params else None
+            row.params_max = max(params) if params else None
+            row.memory_fp32_bytes = 4 * row.params_mean if params else None
+            row.memory_int8_bytes = row.params_mean if params else None
+            row.score_mean, row.score_std = _mean_std([j.best_score for j in done])
+            row.search_seconds_mean, row.search_seconds_std = _mean_std([j.search_seconds for j in done])
+            row.test_acc_mean, row.test_acc_std = _mean_std([j.test_acc for j in done])
+            row.best_val_acc_mean, row.best_val_acc_std = _mean_std([j.best_val_acc for j in done])
+            best = max(done, key=lambda j: (j.test_acc if j.test_acc is not None else -1,
+                                            j.best_score if j.best_score is not None else -math.inf))
+            row.best_job = best.path
+        rows.append(row)
+    for row in rows:  # normalised search time, relative to SNASNet's setting on the same dataset
+        base = next((r for r in rows if r.setting == BASELINE and r.dataset == row.dataset), None)
+        if base and base.search_seconds_mean and row.search_seconds_mean is not None:
+            row.search_time_normalised = row.search_seconds_mean / base.search_seconds_mean
+    return sorted(rows, key=lambda r: (r.dataset, len(r.kernels), r.kernels, r.iters))
+
+
+def quality(row: Setting) -> tuple[str, float | None]:
+    """What 'better' means: test accuracy when trained, else the search score."""
+    return ("test_acc", row.test_acc_mean) if row.test_acc_mean is not None else ("score", row.score_mean)
+
+
+def select(rows: list[Setting], max_params: float | None) -> dict:
+    """The best setting whose every seed's model fits the budget; ties go to fewer parameters."""
+    if max_params is not None and not max_params > 0:
+        raise KssError(f"budget.max_params must be > 0 (got {max_params})")
+    ranked = [r for r in rows if r.complete and quality(r)[1] is not None]
+    fitting = [r for r in ranked if max_params is None or r.params_max <= max_params]
+    if not fitting:
+        smallest = min((r.params_max for r in ranked), default=None)
+        return {"selected": None, "max_params": max_params,
+                "message": f"no setting fits the budget of {max_params:.0f} parameters"
+                           + (f" (the smallest has {smallest})" if smallest else "")}
+    best = max(fitting, key=lambda r: (quality(r)[1], -r.params_max, r.setting))
+    best_job = read_job(Path(best.best_job)) if best.best_job else None
+    metric, value = quality(best)
+    return {
+        "selected": best.setting, "dataset": best.dataset, "kernels": best.kernels, "iters": best.iters,
+        "metric": metric, "value": value, "params": best.params_max, "max_params": max_params,
+        "checkpoint": best_job.checkpoint if best_job else None,
+        "genotype_file": best_job.genotype_file if best_job else None, "job": best.best_job,
+        "message": f"selected {best.setting} ({metric} {value:.4f}, {best.params_max} params"
+                   + (f" <= budget {max_params:.0f})" if max_params else ")"),
+    }
+
+
+def pareto_front(rows: list[Setting]) -> list[Setting]:
+    """Settings no other setting beats with fewer (or equal) parameters and higher quality."""
+    points = sorted((r for r in rows if r.complete and quality(r)[1] is not None), key=lambda r: (r.params_mean, -quality(r)[1]))
+    front, best = [], -math.inf
+    for r in points:
+        if quality(r)[1] > best:
+            front.append(r)
+            best = quality(r)[1]
+    return front
+
+
+def _fmt(value, digits=4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: dict) -> None:
+    columns = [f for f in Setting.__dataclass_fields__ if f != "best_job"]
+    with open(root / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: v for k, v in asdict(row).items() if k in columns})
+    with open(root / "jobs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*Job.__dataclass_fields__, "setting"])
+        writer.writeheader()
+        for job in jobs:
+            writer.writerow({**asdict(job), "setting": job.setting})
+    shown = ["setting", "dataset", "seeds", "complete", "params_mean", "memory_int8_bytes", "score_mean",
+             "search_seconds_mean", "search_time_normalised", "test_acc_mean", "test_acc_std", "best_val_acc_mean"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for row in rows:
+        values = asdict(row)
+        lines.append("| " + " | ".join(_fmt(values[c]) if c != "seeds" else str(len(values[c])) for c in shown) + " |")
+    failed = [j for j in jobs if j.status == "failed"]
+    missing = [j for j in jobs if j.status in ("missing", "incomplete")]
+    lines += ["", f"**Selection:** {selection['message']}"]
+    if selection.get("checkpoint") or selection.get("genotype_file"):
+        lines += [f"- checkpoint: `{selection.get('checkpoint')}`", f"- genotype: `{selection.get('genotype_file')}`"]
+    if failed:
+        lines += ["", "**Failed jobs:**"] + [f"- {j.setting} seed {j.seed}: {j.error}" for j in failed]
+    if missing:
+        lines += ["", "**Missing or unfinished jobs:**"] + [f"- {j.setting} seed {j.seed} ({j.status}): `{j.path}`" for j in missing]
+    (root / "summary.md").write_text("\n".join(lines) + "\n")
+    summary = {"selection": selection, "settings": [asdict(r) for r in rows],
+               "failed": [asdict(j) for j in failed], "missing": [asdict(j) for j in missing]}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def analyse(root: str | Path, max_params: float | None = None, plots: bool = True) -> dict:
+    """Collect, aggregate, select, and write summary.{csv,md,json}, jobs.csv and the plots into `root`."""
+    root = Path(root)
+    jobs = collect(root)
+    rows = aggregate(jobs)
+    selection = select(rows, max_params)
+    write_tables(root, jobs, rows, selection)
+    written = []
+    if plots:
+        from kss.plots import plot_all
+
+        written = plot_all(root, jobs, rows, selection, pareto_front(rows))
+    return {"jobs": jobs, "settings": rows, "selection": selection, "plots": written}

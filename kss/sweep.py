@@ -1,0 +1,180 @@
+"""The study behind `sweep.py`: kernel sets x iterations x seeds, as one Hydra multirun, then analysis.
+
+The jobs are ordinary `train.py` (or `search.py`) runs, launched with `-m` so any Hydra launcher
+works (local, joblib, submitit/SLURM). Each job writes into `<sweep>/jobs/<setting>_seed<seed>/`;
+a rerun finds finished jobs finished (they report, not recompute) and resumes unfinished ones.
+A failing job writes failed.json and the others go on; the analysis lists it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from kss.analysis import PLAN, analyse
+from kss.config import KERNEL_SETS, setting_tag
+from kss.errors import KssError
+from kss.network import check_kernels
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]  # where train.py and search.py live
+SWEEP_KEYS = {"name", "kernel_sets", "iters", "seeds", "train", "analyse", "dry_run"}
+JOB_SUBDIR = "${kss_tag:${kernel_set.kernels}}_${iters}x_seed${seed}"
+
+
+def resolve_kernel_sets(entries) -> list[list[int]]:
+    """Names (set1..set6) or explicit kernel lists ([3], [3,5,7]) -> kernel lists."""
+    entries = list(entries) if entries is not None else []
+    if not entries:
+        raise KssError("kernel_sets is empty; e.g. kernel_sets=[set1,set3] or kernel_sets=[[1],[3],[5],[7]]")
+    resolved = []
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry not in KERNEL_SETS:
+                raise KssError(f"unknown kernel set {entry!r} in kernel_sets; use {', '.join(KERNEL_SETS)} or a list like [3,5]")
+            resolved.append(list(KERNEL_SETS[entry]))
+        else:
+            kernels = list(entry) if OmegaConf.is_list(entry) or isinstance(entry, (list, tuple)) else [entry]
+            check_kernels(kernels)
+            resolved.append(kernels)
+    return resolved
+
+
+def positive_ints(name: str, values) -> list[int]:
+    values = list(values) if OmegaConf.is_list(values) or isinstance(values, (list, tuple)) else [values]
+    if not values:
+        raise KssError(f"{name} is empty; give at least one value, e.g. {name}=[1000]")
+    if name == "iters" and any(not isinstance(v, int) or v <= 0 for v in values):
+        raise KssError(f"iters must be positive integers (got {values})")
+    return values
+
+
+def plan(cfg: DictConfig) -> dict:
+    kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
+    iters, seeds = positive_ints("iters", cfg.iters), positive_ints("seeds", cfg.seeds)
+    if cfg.budget.max_params is not None and not cfg.budget.max_params > 0:
+        raise KssError(f"budget.max_params must be > 0 (got {cfg.budget.max_params}); use null for no budget")
+    jobs = [{"kernels": k, "iters": n, "seed": s, "dir": f"jobs/{setting_tag(k, n)}_seed{s}"}
+            for k in kernel_sets for n in iters for s in seeds]
+    return {"kind": "train" if cfg.train else "search", "dataset": cfg.dataset.name, "kernel_sets": kernel_sets,
+            "iters": iters, "seeds": seeds, "max_params": cfg.budget.max_params, "jobs": jobs}
+
+
+def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[str], hydra_passed: list[str]) -> list[str]:
+    script = ROOT / ("train.py" if cfg.train else "search.py")
+    lists = ",".join("[" + ",".join(map(str, k)) + "]" for k in the_plan["kernel_sets"])
+    return [
+        sys.executable, str(script), "-m",
+        f"kernel_set.kernels={lists}",
+        f"iters={','.join(map(str, the_plan['iters']))}",
+        f"seed={','.join(map(str, the_plan['seeds']))}",
+        *passed,
+        f"wandb.group={cfg.name}",
+        "on_error=record",
+        f"hydra.sweep.dir={sweep_dir / 'jobs'}",
+        f"hydra.sweep.subdir={JOB_SUBDIR}",
+        *hydra_passed,
+    ]
+
+
+def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[str, float | None]:
+    """Seconds per job from earlier runs with the same dataset and model: candidates/s and images/s."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    rates: dict[tuple, list[float]] = {}
+    images_per_second = []
+    for root in search_roots:
+        for path in Path(root).rglob("search.json"):
+            try:
+                s = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            same = s.get("dataset") == cfg.dataset.name and all(s.get("model", {}).get(k) == v for k, v in model.items())
+            if same and s.get("candidates_per_second"):
+                rates.setdefault(tuple(s["kernels"]), []).append(s["candidates_per_second"])
+                metrics = path.parent / "metrics.json"
+                if metrics.exists():
+                    m = json.loads(metrics.read_text())
+                    if m.get("images_per_second") and m.get("train_images_per_epoch"):
+                        images_per_second.append(m["train_images_per_epoch"] / m["images_per_second"])
+    per_epoch = statistics.median(images_per_second) if images_per_second else None
+    out = {}
+    for job in the_plan["jobs"]:
+        cps = statistics.median(rates[tuple(job["kernels"])]) if tuple(job["kernels"]) in rates else None
+        search_s = job["iters"] / cps if cps else None
+        train_s = per_epoch * cfg.trainer.max_epochs if cfg.train and per_epoch else (0 if not cfg.train else None)
+        out[job["dir"]] = search_s + train_s if search_s is not None and train_s is not None else None
+    return out
+
+
+def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[str]) -> None:
+    guesses = estimate(cfg, the_plan, [sweep_dir, Path.cwd() / "outputs"])
+    done_file = "metrics.json" if cfg.train else "search.json"
+    print(f"sweep {cfg.name}: {len(the_plan['jobs'])} {the_plan['kind']} jobs on {cfg.dataset.name} -> {sweep_dir}")
+    total, unknown = 0.0, 0
+    for job in the_plan["jobs"]:
+        done = (sweep_dir / job["dir"] / done_file).exists()
+        guess = guesses[job["dir"]]
+        if not done:
+            total += guess or 0
+            unknown += guess is None
+        when = "done" if done else (f"~{guess / 60:.1f} min" if guess is not None else "time unknown")
+        print(f"  {setting_tag(job['kernels'], job['iters']):<22} seed {job['seed']:<3} {when}")
+    print(f"estimated remaining: ~{total / 60:.1f} min" + (f" (+{unknown} jobs with no measured speed yet)" if unknown else ""))
+    print("command: " + " ".join(command))
+
+
+def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list[str] | None = None,
+              hydra_passed: list[str] | None = None) -> dict:
+    """Plan, launch the remaining jobs, analyse. `passed`: the user's job-level overrides, forwarded."""
+    if cfg.analyse:
+        return analyse(Path(cfg.analyse), cfg.budget.max_params)
+    if sweep_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra = HydraConfig.get()
+        sweep_dir = hydra.runtime.output_dir
+        passed = [o for o in hydra.overrides.task if o.split("=")[0].lstrip("+~") not in SWEEP_KEYS]
+        hydra_passed = [o for o in hydra.overrides.hydra if o.startswith(("hydra/launcher", "hydra.launcher"))]
+    sweep_dir = Path(sweep_dir).resolve()
+    the_plan = plan(cfg)
+    command = job_command(cfg, the_plan, sweep_dir, passed or [], hydra_passed or [])
+    if cfg.dry_run:
+        print_plan(cfg, the_plan, sweep_dir, command)
+        return {"plan": the_plan, "command": command}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PLAN).write_text(json.dumps(the_plan, indent=2) + "\n")
+    log.info("launching %d jobs: %s", len(the_plan["jobs"]), " ".join(command))
+    result = subprocess.run(command, cwd=Path.cwd())
+    if result.returncode != 0:
+        log.error("the job launcher exited with %d; analysing what finished", result.returncode)
+    summary = analyse(sweep_dir, cfg.budget.max_params)
+    log_summary_to_wandb(cfg, sweep_dir, summary)
+    print((sweep_dir / "summary.md").read_text())
+    return summary
+
+
+def log_summary_to_wandb(cfg: DictConfig, sweep_dir: Path, summary: dict) -> None:
+    if cfg.wandb.mode == "disabled":
+        return
+    import wandb
+    from dataclasses import asdict
+
+    rows = [asdict(r) for r in summary["settings"]]
+    columns = [c for c in rows[0] if c not in ("best_job",)] if rows else []
+    run = wandb.init(project=cfg.wandb.project, group=cfg.name, job_type="summary", name=f"{cfg.name}-summary",
+                     dir=str(sweep_dir), mode=cfg.wandb.mode, tags=[cfg.dataset.name],
+                     settings=wandb.Settings(quiet=True))
+    try:
+        table = wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], list) else r[c]
+                                                     for c in columns] for r in rows])
+        run.log({"summary": table, **{p.stem: wandb.Image(str(p)) for p in summary["plots"]}})
+        run.summary["selection"] = summary["selection"]["message"]
+    finally:
+        run.finish()
