@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,11 +27,14 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]  # where train.py and search.py live
 SWEEP_KEYS = {"name", "kernel_sets", "iters", "seeds", "train", "analyse", "dry_run"}
-JOB_SUBDIR = "${kss_tag:${kernel_set.kernels}}_${iters}x_seed${seed}"
+# Quoted: Hydra's override grammar takes a nested interpolation only inside quotes.
+JOB_SUBDIR = "'${kss_tag:${kernel_set.kernels}}_${iters}x_seed${seed}'"
 
 
 def resolve_kernel_sets(entries) -> list[list[int]]:
     """Names (set1..set6) or explicit kernel lists ([3], [3,5,7]) -> kernel lists."""
+    if isinstance(entries, (str, int)):  # kernel_sets=set3
+        entries = [entries]
     entries = list(entries) if entries is not None else []
     if not entries:
         raise KssError("kernel_sets is empty; e.g. kernel_sets=[set1,set3] or kernel_sets=[[1],[3],[5],[7]]")
@@ -127,7 +131,7 @@ def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[s
         when = "done" if done else (f"~{guess / 60:.1f} min" if guess is not None else "time unknown")
         print(f"  {setting_tag(job['kernels'], job['iters']):<22} seed {job['seed']:<3} {when}")
     print(f"estimated remaining: ~{total / 60:.1f} min" + (f" (+{unknown} jobs with no measured speed yet)" if unknown else ""))
-    print("command: " + " ".join(command))
+    print("command: " + shlex.join(command))
 
 
 def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list[str] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from kss.params import count_params, memory_bytes
 from kss.search import SUMMARY, SearchSetup, search, setup_from_config, write_json
 
 log = logging.getLogger(__name__)
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
@@ -134,6 +137,12 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     done = out_dir / METRICS
     if done.exists():
         metrics = json.loads(done.read_text())
+        source = str(cfg.genotype) if cfg.genotype is not None else "search"
+        ours = (list(cfg.kernel_set.kernels), cfg.iters, cfg.seed, cfg.dataset.name, source)
+        theirs = tuple(metrics.get(k) for k in ("kernels", "iters", "seed", "dataset", "genotype_source"))
+        if ours != theirs:
+            raise KssError(f"{out_dir} holds a finished run of other settings ({theirs}); "
+                           "pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
             log.info("%s is finished (test acc %.4f); not retraining", out_dir, metrics["test_acc"])
             return metrics

@@ -14,8 +14,9 @@ TINY = ["dataset=synthetic", "model=tiny", "iters=4", "score.batch_size=16", "pr
 def compose_cfg():
     """Compose the real config (as the scripts do) with overrides; tiny by default."""
 
-    def make(*overrides, config_name="search", tiny=True):
+    def make(*overrides, config_name="search", tiny=True, hydra=False):
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            return compose(config_name=config_name, overrides=[*(TINY if tiny else []), *overrides])
+            return compose(config_name=config_name, overrides=[*(TINY if tiny else []), *overrides],
+                           return_hydra_config=hydra)
 
     return make

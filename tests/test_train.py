@@ -188,3 +188,15 @@ def test_every_config_option_instantiates(compose_cfg):
         assert "max_epochs" in compose_cfg(f"trainer={option}", config_name="train").trainer
     for option in sorted(p.stem for p in (conf / "experiment").glob("*.yaml")):
         compose_cfg(f"experiment={option}", config_name="train", tiny=False)
+
+
+def test_each_run_gets_its_own_finished_wandb_run_and_tensorboard(train_cfg, tmp_path):
+    import wandb
+
+    for name in ("a", "b"):
+        run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "wandb.mode=offline",
+                            "tensorboard=true", "trainer.limit_train_batches=2"), tmp_path / name)
+        assert wandb.run is None  # finished, so the next job cannot log into it
+    runs = {name: list((tmp_path / name / "wandb").glob("offline-run-*")) for name in ("a", "b")}
+    assert all(len(r) == 1 for r in runs.values()) and runs["a"][0].name != runs["b"][0].name
+    assert list((tmp_path / "a" / "tensorboard").rglob("events.out.tfevents*"))

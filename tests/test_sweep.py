@@ -1,0 +1,192 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kss.analysis import BASELINE, PLAN, aggregate, analyse, collect, pareto_front
+from kss.errors import KssError
+from kss.sweep import plan, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_job(root: Path, kernels, iters, seed, acc=None, params=1000, score=1.0, seconds=10.0, failed=None):
+    tag = "_".join(f"{k}x{k}" for k in kernels)
+    job = root / "jobs" / f"{tag}_{iters}x_seed{seed}"
+    job.mkdir(parents=True)
+    common = {"kernels": kernels, "iters": iters, "seed": seed, "dataset": "synthetic"}
+    if failed:
+        (job / "failed.json").write_text(json.dumps({**common, "kind": "train", "error": failed}))
+        return job
+    (job / "search.json").write_text(json.dumps({**common, "best_score": score, "params": params,
+                                                 "search_seconds": seconds, "best_genotype": {}}))
+    if acc is not None:
+        (job / "metrics.json").write_text(json.dumps({**common, "test_acc": acc, "best_val_acc": acc - 0.01,
+                                                      "params": params, "search_score": score,
+                                                      "search_seconds": seconds, "checkpoint": str(job / "best.ckpt")}))
+    return job
+
+
+def test_seeds_are_averaged_and_search_time_is_normalised(tmp_path):
+    write_job(tmp_path, [1, 3], 5000, 0, acc=0.80, seconds=50)
+    write_job(tmp_path, [1, 3], 5000, 1, acc=0.90, seconds=30)
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.70, seconds=12)
+    rows = {r.setting: r for r in aggregate(collect(tmp_path))}
+    base = rows[BASELINE]
+    assert base.seeds == [0, 1] and base.complete == 2
+    assert base.test_acc_mean == pytest.approx(0.85) and base.test_acc_std == pytest.approx(math.sqrt(0.005))
+    assert base.search_seconds_mean == 40 and base.search_time_normalised == 1.0
+    assert rows["3x3_5x5_1000x"].search_time_normalised == pytest.approx(12 / 40)
+
+
+def test_budget_excludes_the_best_model(tmp_path):
+    write_job(tmp_path, [5, 7], 1000, 0, acc=0.95, params=5000)
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.90, params=2000)
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.80, params=1000)
+    assert analyse(tmp_path, plots=False)["selection"]["selected"] == "5x5_7x7_1000x"
+    selection = analyse(tmp_path, max_params=3000, plots=False)["selection"]
+    assert selection["selected"] == "3x3_5x5_1000x" and selection["params"] == 2000
+    assert selection["checkpoint"].endswith("3x3_5x5_1000x_seed0/best.ckpt")
+    assert selection["genotype_file"].endswith("3x3_5x5_1000x_seed0/search.json")
+    nothing = analyse(tmp_path, max_params=500, plots=False)["selection"]
+    assert nothing["selected"] is None and "no setting fits the budget of 500" in nothing["message"]
+
+
+def test_every_seed_must_fit_the_budget(tmp_path):
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.9, params=900)
+    write_job(tmp_path, [3, 5], 1000, 1, acc=0.9, params=1100)  # this seed's model is too big
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.8, params=500)
+    assert analyse(tmp_path, max_params=1000, plots=False)["selection"]["selected"] == "1x1_3x3_1000x"
+
+
+def test_ties_go_to_fewer_parameters(tmp_path):
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.85, params=1000)
+    write_job(tmp_path, [1, 5], 1000, 0, acc=0.85, params=800)
+    write_job(tmp_path, [1, 7], 1000, 0, acc=0.85, params=900)
+    assert analyse(tmp_path, plots=False)["selection"]["selected"] == "1x1_5x5_1000x"
+
+
+def test_failed_and_missing_jobs_are_listed_and_the_rest_analysed(tmp_path):
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
+    write_job(tmp_path, [3, 5], 1000, 0, failed="KssError: out of memory")
+    (tmp_path / PLAN).write_text(json.dumps({"kind": "train", "dataset": "synthetic", "jobs": [
+        {"kernels": [1, 3], "iters": 1000, "seed": 0, "dir": "jobs/1x1_3x3_1000x_seed0"},
+        {"kernels": [3, 5], "iters": 1000, "seed": 0, "dir": "jobs/3x3_5x5_1000x_seed0"},
+        {"kernels": [5, 7], "iters": 1000, "seed": 0, "dir": "jobs/5x5_7x7_1000x_seed0"},
+    ]}))
+    result = analyse(tmp_path, plots=False)
+    status = {j.setting: j.status for j in result["jobs"]}
+    assert status == {"1x1_3x3_1000x": "complete", "3x3_5x5_1000x": "failed", "5x5_7x7_1000x": "missing"}
+    assert result["selection"]["selected"] == "1x1_3x3_1000x"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "out of memory" in summary and "5x5_7x7_1000x seed 0 (missing)" in summary
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert len(data["failed"]) == 1 and len(data["missing"]) == 1
+
+
+def test_pareto_front(tmp_path):
+    for kernels, acc, params in [([1, 3], 0.80, 1000), ([1, 5], 0.78, 1500), ([3, 5], 0.85, 2000), ([5, 7], 0.84, 3000)]:
+        write_job(tmp_path, kernels, 1000, 0, acc=acc, params=params)
+    front = [r.setting for r in pareto_front(aggregate(collect(tmp_path)))]
+    assert front == ["1x1_3x3_1000x", "3x3_5x5_1000x"]
+
+
+def test_search_only_sweeps_rank_by_score(tmp_path):
+    write_job(tmp_path, [1, 3], 1000, 0, score=5.0)
+    write_job(tmp_path, [3, 5], 1000, 0, score=7.0)
+    result = analyse(tmp_path)
+    assert result["selection"]["selected"] == "3x3_5x5_1000x" and result["selection"]["metric"] == "score"
+    assert {p.name for p in result["plots"]} == {"accuracy.png", "search_time.png", "tradeoff.png"}
+
+
+def test_plots_written_and_kernel_size_plot_for_single_kernels(tmp_path):
+    for k, acc in [(1, 0.7), (3, 0.8), (5, 0.82), (7, 0.81)]:
+        write_job(tmp_path, [k], 1000, 0, acc=acc, params=1000 * k)
+    result = analyse(tmp_path, max_params=4000)
+    names = {p.name for p in result["plots"]}
+    assert names == {"accuracy.png", "search_time.png", "tradeoff.png", "kernel_sizes.png"}
+    assert all(p.stat().st_size > 5000 for p in result["plots"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["kernel_sets=[set1,set9]"], "unknown kernel set 'set9'"),
+        (["kernel_sets=[]"], "kernel_sets is empty"),
+        (["kernel_sets=[[2]]"], "positive odd"),
+        (["iters=[]"], "iters is empty"),
+        (["seeds=[]"], "seeds is empty"),
+        (["iters=[0]"], "iters must be positive"),
+        (["budget.max_params=0"], "budget.max_params must be > 0"),
+    ],
+)
+def test_bad_sweep_input(compose_cfg, overrides, message):
+    with pytest.raises(KssError, match=message):
+        plan(compose_cfg(*overrides, config_name="sweep", tiny=False))
+
+
+def test_analyse_bad_directories(tmp_path):
+    with pytest.raises(KssError, match="not a directory"):
+        analyse(tmp_path / "nope")
+    with pytest.raises(KssError, match="holds no kss runs"):
+        analyse(tmp_path)
+    with pytest.raises(KssError, match="budget.max_params must be > 0"):
+        write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
+        analyse(tmp_path, max_params=-1, plots=False)
+
+
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm_gpu", "SlurmLauncher"),
+                                              ("basic", "BasicLauncher")])
+def test_launcher_configs_compose(compose_cfg, launcher, target):
+    cfg = compose_cfg(f"hydra/launcher={launcher}", config_name="sweep", tiny=False, hydra=True)
+    assert target in cfg.hydra.launcher._target_
+    if launcher == "slurm_gpu":
+        assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_dry_run_prints_the_plan_with_estimates(compose_cfg, tmp_path, capsys):
+    done = write_job(tmp_path, [1, 3], 2, 0, acc=0.5)
+    (done / "search.json").write_text(json.dumps({"kernels": [1, 3], "iters": 2, "seed": 0, "dataset": "synthetic",
+                                                  "model": {}, "candidates_per_second": 4.0}))
+    cfg = compose_cfg("kernel_sets=[set1,set3]", "iters=[2]", "dry_run=true", config_name="sweep")
+    run_sweep(cfg, tmp_path, passed=["dataset=synthetic"], hydra_passed=["hydra/launcher=joblib"])
+    out = capsys.readouterr().out
+    assert "2 train jobs" in out and "1x1_3x3_2x" in out and "done" in out and "time unknown" in out
+    assert "hydra/launcher=joblib" in out and not (tmp_path / PLAN).exists()
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_and_rerun_skips_finished_jobs(compose_cfg, tmp_path):
+    passed = ["dataset=synthetic", "model=tiny", "score.batch_size=16", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+              "wandb.mode=disabled", "progress=false", "optimizer=adam", "optimizer.lr=1e-2"]
+    cfg = compose_cfg("iters=[2]", "seeds=[0]", "budget.max_params=1e5", *passed, config_name="sweep")
+    result = run_sweep(cfg, tmp_path, passed=passed)
+    rows = result["settings"]
+    assert len(rows) == 6 and all(r.complete == 1 and r.test_acc_mean is not None for r in rows)
+    assert sorted(r.kernel_set for r in rows) == [f"set{i}" for i in range(1, 7)]
+    assert len((tmp_path / "summary.csv").read_text().strip().splitlines()) == 7
+    assert {p.name for p in result["plots"]} >= {"accuracy.png", "search_time.png", "tradeoff.png"}
+    assert all(p.stat().st_size > 5000 for p in result["plots"])
+    assert result["selection"]["selected"] is not None and Path(result["selection"]["genotype_file"]).exists()
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("jobs/*/metrics.json")}
+    assert len(stamps) == 6
+    run_sweep(cfg, tmp_path, passed=passed)  # rerun: finished jobs report, nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("jobs/*/metrics.json")} == stamps
+
+
+@pytest.mark.slow
+def test_plain_multirun_can_be_analysed(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "search.py", "-m", "kernel_set=set1,set3", "iters=2", "dataset=synthetic", "model=tiny",
+         "score.batch_size=16", "progress=false", "wandb.mode=disabled", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    analysed = subprocess.run([sys.executable, "sweep.py", f"analyse={tmp_path}", "wandb.mode=disabled"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert analysed.returncode == 0, analysed.stderr
+    assert len((tmp_path / "summary.csv").read_text().strip().splitlines()) == 3
+    assert (tmp_path / "tradeoff.png").exists()
