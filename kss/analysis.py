@@ -64,7 +64,7 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
     source = metrics or search or failed
     if source is not None and "kernels" in source:
         kernels, iters, seed, dataset = source["kernels"], source["iters"], source["seed"], source["dataset"]
-    elif config is not None and "kernel_set" in config:
+    elif config is not None and "kernel_set" in config and "kernel_sets" not in config:  # not a sweep's own
         kernels, iters, seed, dataset = list(config.kernel_set.kernels), config.iters, config.seed, config.dataset.name
     else:
         return None
@@ -91,7 +91,7 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
 
 def collect(root: Path) -> list[Job]:
     """Every job under `root`, plus the planned ones that never wrote anything (status 'missing')."""
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise KssError(f"{root} is not a directory; pass the sweep or multirun directory to analyse")
     plan = _read(root / PLAN)

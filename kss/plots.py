@@ -24,11 +24,18 @@ def epoch_curves(job_dir: Path, column: str = "val/acc") -> dict[int, float]:
     return curve
 
 
-def _bars(ax, rows: list[Setting], values, errors, ylabel: str, title: str) -> None:
+def _points(ax, rows: list[Setting], values, errors, ylabel: str, title: str) -> None:
     names = [r.setting for r in rows]
-    ax.bar(range(len(rows)), [v if v is not None else 0 for v in values],
-           yerr=[e or 0 for e in errors], capsize=3, color="tab:blue")
+    # points with error bars rather than bars: the axis is zoomed to the differences
+    ax.errorbar(range(len(rows)), [v if v is not None else float("nan") for v in values],
+                yerr=[e or 0 for e in errors], fmt="o", capsize=4, color="tab:blue")
+    ax.grid(axis="y", alpha=0.3)
     ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=8)
+    shown = [v for v in values if v is not None]
+    if shown:  # zoom in on the differences, which are what the plot is for
+        low, high = min(shown), max(shown)
+        pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+        ax.set_ylim(low - pad - max((e or 0) for e in errors), high + pad + max((e or 0) for e in errors))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
 
@@ -46,14 +53,14 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     for row in rows:
         members = [epoch_curves(Path(j.path)) for j in jobs if j.setting == row.setting and j.dataset == row.dataset
                    and j.status == "complete" and j.kind == "train"]
-        members = [c for c in members if c]
+        members = [c for c in members if len(c) > 1]  # a one-epoch "curve" says nothing the left panel does not
         if members:
             epochs = sorted(set.intersection(*(set(c) for c in members)))
             curves[row.setting] = (epochs, [sum(c[e] for c in members) / len(members) for e in epochs])
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12 if curves else 7, 4.5), squeeze=False)
     values = [quality(r)[1] for r in rows]
     errors = [r.test_acc_std if metric == "test_acc" else r.score_std for r in rows]
-    _bars(axes[0][0], rows, values, errors, label, f"(a) {label} per setting (mean ± std over seeds)")
+    _points(axes[0][0], rows, values, errors, label, f"(a) {label} per setting (mean ± std over seeds)")
     if curves:
         for name, (epochs, accs) in curves.items():
             axes[0][1].plot(epochs, accs, marker="o", ms=3, label=name)
@@ -64,7 +71,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     # (b) search time, normalised to SNASNet's 1x1_3x3_5000x when the sweep has it
     normalised = all(r.search_time_normalised is not None for r in rows)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    _bars(ax, rows, [r.search_time_normalised if normalised else r.search_seconds_mean for r in rows],
+    _points(ax, rows, [r.search_time_normalised if normalised else r.search_seconds_mean for r in rows],
           [None if normalised else r.search_seconds_std for r in rows],
           "search time / 1x1_3x3_5000x" if normalised else "search time [s]", "(b) search time per setting")
     written.append(_save(fig, root / "search_time.png"))
@@ -89,7 +96,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     single = [r for r in rows if len(r.kernels) == 1]
     if single:
         fig, ax = plt.subplots(figsize=(6, 4))
-        _bars(ax, single, [quality(r)[1] for r in single],
+        _points(ax, single, [quality(r)[1] for r in single],
               [r.test_acc_std if metric == "test_acc" else r.score_std for r in single], label,
               "Impact of kernel size (single-kernel search spaces)")
         written.append(_save(fig, root / "kernel_sizes.png"))

@@ -88,7 +88,7 @@ def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[s
     ]
 
 
-def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[str, float | None]:
+def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[str, tuple]:
     """Seconds per job from earlier runs with the same dataset and model: candidates/s and images/s."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     rates: dict[tuple, list[float]] = {}
@@ -112,8 +112,8 @@ def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[
     for job in the_plan["jobs"]:
         cps = statistics.median(rates[tuple(job["kernels"])]) if tuple(job["kernels"]) in rates else None
         search_s = job["iters"] / cps if cps else None
-        train_s = per_epoch * cfg.trainer.max_epochs if cfg.train and per_epoch else (0 if not cfg.train else None)
-        out[job["dir"]] = search_s + train_s if search_s is not None and train_s is not None else None
+        train_s = per_epoch * cfg.trainer.max_epochs if cfg.train and per_epoch else (0.0 if not cfg.train else None)
+        out[job["dir"]] = (search_s, train_s)
     return out
 
 
@@ -124,13 +124,15 @@ def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[s
     total, unknown = 0.0, 0
     for job in the_plan["jobs"]:
         done = (sweep_dir / job["dir"] / done_file).exists()
-        guess = guesses[job["dir"]]
+        parts = guesses[job["dir"]]
         if not done:
-            total += guess or 0
-            unknown += guess is None
-        when = "done" if done else (f"~{guess / 60:.1f} min" if guess is not None else "time unknown")
+            total += sum(p or 0 for p in parts)
+            unknown += None in parts
+        when = "done" if done else "  ".join(
+            f"{what} " + (f"~{p / 60:.1f} min" if p is not None else "unknown")
+            for what, p in zip(("search", "train"), parts) if p != 0.0)
         print(f"  {setting_tag(job['kernels'], job['iters']):<22} seed {job['seed']:<3} {when}")
-    print(f"estimated remaining: ~{total / 60:.1f} min" + (f" (+{unknown} jobs with no measured speed yet)" if unknown else ""))
+    print(f"estimated remaining: ~{total / 60:.1f} min" + (f" (+ {unknown} jobs with parts of no measured speed yet)" if unknown else ""))
     print("command: " + shlex.join(command))
 
 
@@ -138,7 +140,9 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
               hydra_passed: list[str] | None = None) -> dict:
     """Plan, launch the remaining jobs, analyse. `passed`: the user's job-level overrides, forwarded."""
     if cfg.analyse:
-        return analyse(Path(cfg.analyse), cfg.budget.max_params)
+        summary = analyse(Path(cfg.analyse), cfg.budget.max_params)
+        print((Path(cfg.analyse) / "summary.md").read_text())
+        return summary
     if sweep_dir is None:
         from hydra.core.hydra_config import HydraConfig
 

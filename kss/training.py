@@ -43,11 +43,12 @@ class ArchitectureSearch(L.Callback):
 
     def __init__(self, setup: SearchSetup, out_dir: Path, progress: bool = True):
         self.search_setup, self.out_dir, self.progress = setup, out_dir, progress
+        self.seconds = 0.0  # wall time spent here, inside trainer.fit, not training
 
     def setup(self, trainer: L.Trainer, pl_module: SpikingClassifier, stage: str) -> None:
         if pl_module.net is not None:
             return
-        best = None
+        start, best = time.perf_counter(), None
         if trainer.is_global_zero:
             summary = search(self.search_setup, trainer.datamodule, self.out_dir,
                              trainer.strategy.root_device, self.progress)
@@ -57,6 +58,7 @@ class ArchitectureSearch(L.Callback):
             raise KssError("the search found no scorable candidate (all over budget or non-finite); "
                            "raise budget.max_params or iters")
         pl_module.set_genotype(Genotype.from_json(best))
+        self.seconds = time.perf_counter() - start
 
 
 class ImagesSeen(L.Callback):
@@ -82,6 +84,8 @@ def check_training_config(cfg: DictConfig) -> None:
         raise KssError(f"optimizer.lr must be > 0 (got {lr})")
     if cfg.resume not in ("auto", True, False):
         raise KssError(f"resume must be auto, true or false (got {cfg.resume})")
+    if cfg.trainer.sync_batchnorm and not torch.cuda.is_available():
+        raise KssError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only); drop it on CPU")
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
 
@@ -141,8 +145,9 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         ours = (list(cfg.kernel_set.kernels), cfg.iters, cfg.seed, cfg.dataset.name, source)
         theirs = tuple(metrics.get(k) for k in ("kernels", "iters", "seed", "dataset", "genotype_source"))
         if ours != theirs:
-            raise KssError(f"{out_dir} holds a finished run of other settings ({theirs}); "
-                           "pass hydra.run.dir=<new dir>")
+            kernels, iters, seed, dataset, source = theirs
+            raise KssError(f"{out_dir} holds a finished run of other settings (kernels {kernels}, iters {iters}, "
+                           f"seed {seed}, {dataset}, genotype {source}); pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
             log.info("%s is finished (test acc %.4f); not retraining", out_dir, metrics["test_acc"])
             return metrics
@@ -187,13 +192,15 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - start - sum(getattr(c, "seconds", 0.0) for c in callbacks
+                                                          if isinstance(c, ArchitectureSearch))
         if trainer.interrupted:  # Ctrl-C: Lightning stops cleanly; last.ckpt is from the last finished epoch
             raise KssError(f"training was interrupted; rerun the same command to resume from {checkpoint.last_model_path}")
         best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
         test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
         metrics = collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput)
-        write_json(done, metrics)
+        if trainer.is_global_zero:
+            write_json(done, metrics)
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})

@@ -151,10 +151,15 @@ def test_dry_run_prints_the_plan_with_estimates(compose_cfg, tmp_path, capsys):
     done = write_job(tmp_path, [1, 3], 2, 0, acc=0.5)
     (done / "search.json").write_text(json.dumps({"kernels": [1, 3], "iters": 2, "seed": 0, "dataset": "synthetic",
                                                   "model": {}, "candidates_per_second": 4.0}))
-    cfg = compose_cfg("kernel_sets=[set1,set3]", "iters=[2]", "dry_run=true", config_name="sweep")
+    cfg = compose_cfg("kernel_sets=[set1,set3,set5]", "iters=[2]", "dry_run=true", config_name="sweep")
+    measured = tmp_path / "earlier"  # a search of set3 at 0.5 candidates/s with the same model
+    measured.mkdir()
+    (measured / "search.json").write_text(json.dumps({"kernels": [3, 5], "dataset": "synthetic", "candidates_per_second": 0.5,
+                                                      "model": dict(cfg.model)}))
     run_sweep(cfg, tmp_path, passed=["dataset=synthetic"], hydra_passed=["hydra/launcher=joblib"])
     out = capsys.readouterr().out
-    assert "2 train jobs" in out and "1x1_3x3_2x" in out and "done" in out and "time unknown" in out
+    assert "3 train jobs" in out and "1x1_3x3_2x" in out and "done" in out and "search unknown" in out
+    assert "3x3_5x5_2x             seed 0   search ~0.1 min" in out  # 2 candidates / 0.5 per s
     assert "hydra/launcher=joblib" in out and not (tmp_path / PLAN).exists()
 
 
@@ -185,8 +190,33 @@ def test_plain_multirun_can_be_analysed(tmp_path):
          "score.batch_size=16", "progress=false", "wandb.mode=disabled", f"hydra.sweep.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    analysed = subprocess.run([sys.executable, "sweep.py", f"analyse={tmp_path}", "wandb.mode=disabled"],
+    analysed = subprocess.run([sys.executable, "sweep.py", f"analyse={tmp_path}", "wandb.mode=disabled",
+                               f"hydra.run.dir={tmp_path / 'analysis'}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert analysed.returncode == 0, analysed.stderr
     assert len((tmp_path / "summary.csv").read_text().strip().splitlines()) == 3
     assert (tmp_path / "tradeoff.png").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_reported_and_the_others_still_run(compose_cfg, tmp_path):
+    passed = ["dataset=synthetic", "model=tiny", "score.batch_size=16", "trainer.fast_dev_run=true",
+              "wandb.mode=disabled", "progress=false"]
+    # a 9x9 kernel does not fit the 8x8 map of cell 2: that job fails, set1's must not
+    cfg = compose_cfg("kernel_sets=[[9],set1]", "iters=[2]", *passed, config_name="sweep")
+    result = run_sweep(cfg, tmp_path, passed=passed)
+    status = {j.setting: j.status for j in result["jobs"]}
+    assert status == {"9x9_2x": "failed", "1x1_3x3_2x": "complete"}
+    assert "larger than cell 2" in (tmp_path / "summary.md").read_text()
+    assert result["selection"]["selected"] == "1x1_3x3_2x"
+
+
+def test_summary_table_goes_to_wandb_offline(compose_cfg, tmp_path):
+    from kss.sweep import log_summary_to_wandb
+
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.9)
+    summary = analyse(tmp_path)
+    log_summary_to_wandb(compose_cfg("wandb.mode=offline", "name=unit", config_name="sweep"), tmp_path, summary)
+    run = next((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(run.glob("*.wandb"))  # the run's data file, ready for `wandb sync`

@@ -141,6 +141,7 @@ def test_resume_continues_at_the_right_epoch(train_cfg, tmp_path):
         (["genotype=snasnet_cifar10", "model.cell_type=backward", "kernel_set=set3"], "does not offer"),
         (["resume=true"], "does not exist"),
         (["wandb.mode=sometimes"], "wandb.mode"),
+        (["trainer.sync_batchnorm=true"], "needs GPUs"),
     ],
 )
 def test_bad_training_input(train_cfg, tmp_path, overrides, message):
@@ -152,6 +153,9 @@ def test_bad_training_input(train_cfg, tmp_path, overrides, message):
 
 def test_checkpoint_of_another_architecture_or_dataset_is_refused(train_cfg, tmp_path):
     run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    with pytest.raises(KssError, match="finished run of other settings .*genotype snasnet_cifar10"):
+        run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward"), tmp_path)
+    (tmp_path / METRICS).unlink()  # as if interrupted: a checkpoint but no result
     before = (tmp_path / CHECKPOINTS / "last.ckpt").read_bytes()
     with pytest.raises(KssError, match="different architecture"):
         run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward", "trainer.max_epochs=2"), tmp_path)
@@ -200,3 +204,21 @@ def test_each_run_gets_its_own_finished_wandb_run_and_tensorboard(train_cfg, tmp
     runs = {name: list((tmp_path / name / "wandb").glob("offline-run-*")) for name in ("a", "b")}
     assert all(len(r) == 1 for r in runs.values()) and runs["a"][0].name != runs["b"][0].name
     assert list((tmp_path / "a" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_searches_once_and_broadcasts(tmp_path):
+    """The DDP path on CPU (gloo): rank 0 searches, rank 1 receives the genotype; one metrics.json."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "train.py", "dataset=synthetic", "model=tiny", "iters=2", "score.batch_size=16",
+         "trainer=cpu", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true",
+         "trainer.max_epochs=1", "wandb.mode=disabled", "progress=false", f"hydra.run.dir={tmp_path}"],
+        cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "candidates.jsonl").read_text().count("\n") == 2  # searched once
+    metrics = json.loads((tmp_path / METRICS).read_text())
+    assert metrics["genotype"] == json.loads((tmp_path / SUMMARY).read_text())["best_genotype"]
