@@ -13,8 +13,9 @@ from kss.training import run_train
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = run_task(run_train, cfg, "train")
-    return result["test_acc"] if result else None  # the optimised metric, for Hydra sweepers
+    kind = "search" if cfg.search_only else "train"
+    result = run_task(run_train, cfg, kind)
+    return result and result["best_score" if cfg.search_only else "test_acc"]  # the optimised metric, for Hydra sweepers
 
 
 if __name__ == "__main__":

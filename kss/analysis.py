@@ -70,7 +70,9 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
         return None
     if kind is None:
         job_name = hydra.hydra.job.name if hydra is not None else None
-        kind = "train" if metrics is not None or job_name == "train" or (failed or {}).get("kind") == "train" else "search"
+        search_only = config is not None and config.get("search_only", False)
+        trained = job_name == "train" and not search_only
+        kind = "train" if metrics is not None or trained or (failed or {}).get("kind") == "train" else "search"
     done = metrics if kind == "train" else search
     status = "complete" if done is not None else "failed" if failed is not None else "incomplete"
     job = Job(str(path), list(kernels), int(iters), int(seed), dataset, kind, status,
@@ -186,6 +188,8 @@ def select(rows: list[Setting], max_params: float | None) -> dict:
         raise KssError(f"budget.max_params must be > 0 (got {max_params})")
     ranked = [r for r in rows if r.complete and quality(r)[1] is not None]
     fitting = [r for r in ranked if max_params is None or r.params_max <= max_params]
+    if not ranked:
+        return {"selected": None, "max_params": max_params, "message": "no setting has finished results yet"}
     if not fitting:
         smallest = min((r.params_max for r in ranked), default=None)
         return {"selected": None, "max_params": max_params,
@@ -244,8 +248,8 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
     failed = [j for j in jobs if j.status == "failed"]
     missing = [j for j in jobs if j.status in ("missing", "incomplete")]
     lines += ["", f"**Selection:** {selection['message']}"]
-    if selection.get("checkpoint") or selection.get("genotype_file"):
-        lines += [f"- checkpoint: `{selection.get('checkpoint')}`", f"- genotype: `{selection.get('genotype_file')}`"]
+    lines += [f"- {what}: `{selection[key]}`" for what, key in (("checkpoint", "checkpoint"), ("genotype", "genotype_file"))
+              if selection.get(key)]
     if failed:
         lines += ["", "**Failed jobs:**"] + [f"- {j.setting} seed {j.seed}: {j.error}" for j in failed]
     if missing:

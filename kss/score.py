@@ -8,7 +8,7 @@ so the config can pick one (`score.kind`).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from spikingjelly.activation_based import monitor

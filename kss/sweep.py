@@ -72,7 +72,9 @@ def plan(cfg: DictConfig) -> dict:
 
 
 def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[str], hydra_passed: list[str]) -> list[str]:
-    script = ROOT / ("train.py" if cfg.train else "search.py")
+    # Always train.py: its config accepts every override a training sweep does (experiment, trainer, ...);
+    # search_only=true makes a job stop after the search.
+    script = ROOT / "train.py"
     lists = ",".join("[" + ",".join(map(str, k)) + "]" for k in the_plan["kernel_sets"])
     return [
         sys.executable, str(script), "-m",
@@ -82,6 +84,7 @@ def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[s
         *passed,
         f"wandb.group={cfg.name}",
         "on_error=record",
+        f"search_only={str(not cfg.train).lower()}",
         f"hydra.sweep.dir={sweep_dir / 'jobs'}",
         f"hydra.sweep.subdir={JOB_SUBDIR}",
         *hydra_passed,
@@ -171,8 +174,9 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
 def log_summary_to_wandb(cfg: DictConfig, sweep_dir: Path, summary: dict) -> None:
     if cfg.wandb.mode == "disabled":
         return
-    import wandb
     from dataclasses import asdict
+
+    import wandb
 
     rows = [asdict(r) for r in summary["settings"]]
     columns = [c for c in rows[0] if c not in ("best_job",)] if rows else []

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -137,6 +141,10 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
         out_dir = HydraConfig.get().runtime.output_dir
     out_dir = Path(out_dir)
+    if cfg.get("search_only"):
+        from kss.search import run_search
+
+        return run_search(cfg, out_dir)
     check_training_config(cfg)
     done = out_dir / METRICS
     if done.exists():

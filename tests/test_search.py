@@ -38,7 +38,7 @@ def test_search_writes_the_output_contract(compose_cfg, tmp_path):
 def test_same_seed_same_result_other_seed_other_result(compose_cfg, tmp_path):
     a = run_search(compose_cfg("seed=3"), tmp_path / "a")
     b = run_search(compose_cfg("seed=3"), tmp_path / "b")
-    c = run_search(compose_cfg("seed=4"), tmp_path / "c")
+    run_search(compose_cfg("seed=4"), tmp_path / "c")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(lines(tmp_path / "a")) == strip(lines(tmp_path / "b"))
     assert (a["best_genotype"], a["best_score"]) == (b["best_genotype"], b["best_score"])

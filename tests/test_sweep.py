@@ -220,3 +220,14 @@ def test_summary_table_goes_to_wandb_offline(compose_cfg, tmp_path):
     log_summary_to_wandb(compose_cfg("wandb.mode=offline", "name=unit", config_name="sweep"), tmp_path, summary)
     run = next((tmp_path / "wandb").glob("offline-run-*"))
     assert list(run.glob("*.wandb"))  # the run's data file, ready for `wandb sync`
+
+
+@pytest.mark.slow
+def test_search_only_sweep(compose_cfg, tmp_path):
+    passed = ["experiment=fmnist_cpu", "dataset=synthetic", "dataset.val_size=32", "model=tiny", "score.batch_size=16",
+              "wandb.mode=disabled", "progress=false"]  # a training preset must not break a search-only sweep
+    cfg = compose_cfg("kernel_sets=[set1,set3]", "iters=[3]", "train=false", *passed, config_name="sweep")
+    result = run_sweep(cfg, tmp_path, passed=passed)
+    assert [j.status for j in result["jobs"]] == ["complete", "complete"]
+    assert all(j.kind == "search" and not (Path(j.path) / "metrics.json").exists() for j in result["jobs"])
+    assert result["selection"]["metric"] == "score"
