@@ -74,6 +74,9 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
         trained = job_name == "train" and not search_only
         kind = "train" if metrics is not None or trained or (failed or {}).get("kind") == "train" else "search"
     done = metrics if kind == "train" else search
+    done_file = path / ("metrics.json" if kind == "train" else "search.json")
+    if done is not None and failed is not None and (path / FAILED).stat().st_mtime > done_file.stat().st_mtime:
+        done = None  # the latest attempt failed: old results do not make it complete
     status = "complete" if done is not None else "failed" if failed is not None else "incomplete"
     job = Job(str(path), list(kernels), int(iters), int(seed), dataset, kind, status,
               error=(failed or {}).get("error"))

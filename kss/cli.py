@@ -18,7 +18,7 @@ FAILED = "failed.json"
 
 def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> dict | None:
     try:
-        return task(cfg)
+        result = task(cfg)
     except Exception as error:  # noqa: BLE001 - reported, below, in one line or in full
         if cfg.get("on_error") == "record":
             record_failure(cfg, kind, error)
@@ -27,6 +27,11 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise
+    if cfg.get("on_error") == "record":  # a rerun that now succeeds: the old failure is history
+        from hydra.core.hydra_config import HydraConfig
+
+        Path(HydraConfig.get().runtime.output_dir, FAILED).unlink(missing_ok=True)
+    return result
 
 
 def record_failure(cfg: DictConfig, kind: str, error: Exception) -> None:

@@ -51,6 +51,12 @@ def model_spec(cfg: DictConfig, data) -> ModelSpec:
     )
 
 
+def data_split(cfg: DictConfig) -> dict:
+    """The dataset settings that decide which images a search scores (not where files live or loader speed)."""
+    fields = OmegaConf.to_container(cfg.dataset, resolve=True)
+    return {k: v for k, v in fields.items() if k not in ("root", "download", "batch_size", "num_workers", "augment")}
+
+
 def data_module(cfg: DictConfig, batch_size: int | None = None):
     from kss.data import KssDataModule
 

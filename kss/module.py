@@ -70,6 +70,13 @@ class SpikingClassifier(L.LightningModule):
                     f"the checkpoint holds a different architecture ({key} differs); "
                     "resume with the settings it was trained with, or start a new run dir"
                 )
+        for key in ("optimizer", "scheduler"):
+            if saved.get(key) != self.hparams[key]:
+                raise KssError(
+                    f"the checkpoint was trained with another {key} ({saved.get(key)}); resuming would not give "
+                    "the run an uninterrupted one gives (a cosine schedule's T_max follows trainer.max_epochs); "
+                    "rerun with the same settings, or start a new run dir"
+                )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)  # neuron state is reset inside, for every batch

@@ -56,6 +56,7 @@ class SearchSetup:
     batch_size: int = 256
     repeats: int = 2
     max_params: float | None = None
+    data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
 
     def __post_init__(self):
         if not isinstance(self.iters, int) or self.iters <= 0:
@@ -89,6 +90,7 @@ def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
         batch_size=cfg.score.batch_size,
         repeats=cfg.score.repeats,
         max_params=cfg.budget.max_params,
+        data_split=C.data_split(cfg),
     )
 
 
@@ -207,28 +209,11 @@ def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool 
     records = read_candidates(candidates_path)[: setup.iters]
     if records:
         log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
-
     if len(records) < setup.iters:
-        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
-        best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
-        bar = tqdm(
-            total=setup.iters, initial=len(records), disable=not progress, unit="cand",
-            desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
-        )
-        with bar, open(candidates_path, "a") as sink:
-            for index in range(len(records), setup.iters):
-                record = evaluate_candidate(setup, index, batches, device)
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
-                records.append(record)
-                if record["status"] == "non_finite":
-                    bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
-                elif record["status"] == "scored" and (best is None or record["score"] > best):
-                    best = record["score"]
-                bar.set_postfix(best=f"{best:.3f}" if best is not None else "-", refresh=False)
-                bar.update()
-
+        # The candidates seed torch themselves; the caller's random state (e.g. the training
+        # run that follows) must not depend on whether there was any search left to do.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            _score_candidates(setup, data, device, progress, records, candidates_path)
     summary = summarize(setup, records, device)
     write_json(out_dir / SUMMARY, summary)
     if summary["best_genotype"] is None:
@@ -238,6 +223,29 @@ def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool 
         log.info("best: candidate %d, R=%.4f, %d params  %s", summary["best_index"], summary["best_score"],
                  summary["params"], Genotype.from_json(summary["best_genotype"]))
     return summary
+
+
+def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path) -> None:
+    """Score candidates len(records) .. iters-1, appending each line to candidates.jsonl as it is done."""
+    batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
+    best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
+    bar = tqdm(
+        total=setup.iters, initial=len(records), disable=not progress, unit="cand",
+        desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
+    )
+    with bar, open(candidates_path, "a") as sink:
+        for index in range(len(records), setup.iters):
+            record = evaluate_candidate(setup, index, batches, device)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            records.append(record)
+            if record["status"] == "non_finite":
+                bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
+            elif record["status"] == "scored" and (best is None or record["score"] > best):
+                best = record["score"]
+            bar.set_postfix(best=f"{best:.3f}" if best is not None else "-", refresh=False)
+            bar.update()
 
 
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:

@@ -94,6 +94,20 @@ def check_training_config(cfg: DictConfig) -> None:
         raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
 
 
+def run_settings(cfg: DictConfig) -> dict:
+    """Everything a finished run's result depends on, except max_epochs (a longer run may extend it)."""
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    source = str(cfg.genotype) if cfg.genotype is not None else "search"
+    settings = {"kernels": list(cfg.kernel_set.kernels), "iters": cfg.iters, "seed": cfg.seed, "genotype": source,
+                "dataset": {"name": cfg.dataset.name, **C.data_split(cfg)}, "augment": cfg.dataset.augment,
+                "batch_size": cfg.dataset.batch_size}
+    for key in ("model", "neuron", "optimizer", "scheduler", "score", "budget"):
+        settings[key] = plain(cfg[key])
+    return settings
+
+
 def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     last = out_dir / CHECKPOINTS / "last.ckpt"
     if cfg.resume is True and not last.exists():
@@ -149,13 +163,11 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     done = out_dir / METRICS
     if done.exists():
         metrics = json.loads(done.read_text())
-        source = str(cfg.genotype) if cfg.genotype is not None else "search"
-        ours = (list(cfg.kernel_set.kernels), cfg.iters, cfg.seed, cfg.dataset.name, source)
-        theirs = tuple(metrics.get(k) for k in ("kernels", "iters", "seed", "dataset", "genotype_source"))
-        if ours != theirs:
-            kernels, iters, seed, dataset, source = theirs
-            raise KssError(f"{out_dir} holds a finished run of other settings (kernels {kernels}, iters {iters}, "
-                           f"seed {seed}, {dataset}, genotype {source}); pass hydra.run.dir=<new dir>")
+        changed = sorted(k for k, v in run_settings(cfg).items() if metrics.get("settings", {}).get(k) != v)
+        if changed:
+            hint = " (a cosine schedule's T_max follows trainer.max_epochs)" if "scheduler" in changed else ""
+            raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
+                           "pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
             log.info("%s is finished (test acc %.4f); not retraining", out_dir, metrics["test_acc"])
             return metrics
@@ -235,6 +247,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         **memory_bytes(params),
         "genotype": module.hparams.genotype,
         "genotype_source": str(cfg.genotype) if cfg.genotype is not None else "search",
+        "settings": run_settings(cfg),
         "kernel_set": C.kernel_set(cfg)[0],
         "kernels": list(cfg.kernel_set.kernels),
         "iters": cfg.iters,

@@ -74,6 +74,12 @@ def test_resume_refuses_other_settings(compose_cfg, tmp_path):
         run_search(compose_cfg("kernel_set=set2"), tmp_path)
 
 
+def test_resume_refuses_another_data_split(compose_cfg, tmp_path):
+    run_search(compose_cfg("iters=2", "dataset.val_size=32"), tmp_path)
+    with pytest.raises(KssError, match="other settings .*data_split"):
+        run_search(compose_cfg("iters=3", "dataset.val_size=0"), tmp_path)
+
+
 def test_budget_skips_candidates_before_building(compose_cfg, tmp_path):
     everything = run_search(compose_cfg("iters=8"), tmp_path / "all")
     params = sorted(r["params"] for r in lines(tmp_path / "all"))

@@ -87,6 +87,15 @@ def test_failed_and_missing_jobs_are_listed_and_the_rest_analysed(tmp_path):
     assert len(data["failed"]) == 1 and len(data["missing"]) == 1
 
 
+def test_a_failure_after_a_finished_run_counts_as_failed(tmp_path):
+    import os
+
+    job = write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
+    (job / "failed.json").write_text(json.dumps({"kind": "train", "error": "KssError: other settings"}))
+    os.utime(job / "metrics.json", (1, 1))  # the result is older than the failure
+    assert collect(tmp_path)[0].status == "failed"
+
+
 def test_pareto_front(tmp_path):
     for kernels, acc, params in [([1, 3], 0.80, 1000), ([1, 5], 0.78, 1500), ([3, 5], 0.85, 2000), ([5, 7], 0.84, 3000)]:
         write_job(tmp_path, kernels, 1000, 0, acc=acc, params=params)

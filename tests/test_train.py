@@ -118,17 +118,48 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 
 
 def test_resume_continues_at_the_right_epoch(train_cfg, tmp_path):
-    first = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    # constant LR: a longer run then equals continuing a shorter one (a cosine schedule would not)
+    first = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=none"), tmp_path)
     assert first["epochs"] == 1
     second = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=3",
-                                 "resume=true"), tmp_path)
+                                 "scheduler=none", "resume=true"), tmp_path)
     assert second["epochs"] == 3
     epochs = set()
     for path in sorted((tmp_path / "csv").glob("version_*/metrics.csv")):
         epochs |= {int(row["epoch"]) for row in csv.DictReader(path.open()) if row.get("train/acc")}
     assert epochs == {0, 1, 2}  # epoch 0 from the first session, 1-2 from the resumed one
-    again = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=3"), tmp_path)
+    again = run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=3",
+                                "scheduler=none"), tmp_path)
     assert again == second  # finished: reported, not retrained
+
+
+def test_settings_that_change_the_result_are_never_mixed_into_a_run(train_cfg, tmp_path):
+    base = ["genotype=snasnet_cifar10", "model.cell_type=backward"]
+    run_train(train_cfg(*base), tmp_path)
+    with pytest.raises(KssError, match="finished run with other settings .*model.*neuron"):
+        run_train(train_cfg(*base, "neuron=plif", "model.timesteps=3"), tmp_path)
+    with pytest.raises(KssError, match="finished run with other settings .*optimizer"):
+        run_train(train_cfg(*base, "optimizer.lr=0.5"), tmp_path)
+    # a longer cosine run is another schedule (T_max follows max_epochs): refused, not silently resumed
+    with pytest.raises(KssError, match="scheduler differ .*T_max follows trainer.max_epochs"):
+        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
+    (tmp_path / METRICS).unlink()  # as if interrupted: only the checkpoint is left to compare with
+    with pytest.raises(KssError, match="another scheduler"):
+        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
+
+
+def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
+    from kss import config as C
+    from kss.search import search, setup_from_config
+
+    cfg = compose_cfg("iters=3")
+    data = C.data_module(cfg)
+    draws = []
+    for _ in range(2):  # the first call searches, the second finds the search finished
+        torch.manual_seed(0)
+        search(setup_from_config(cfg, data), data, tmp_path, progress=False)
+        draws.append(torch.rand(1).item())
+    assert draws[0] == draws[1]
 
 
 @pytest.mark.parametrize(
@@ -153,7 +184,7 @@ def test_bad_training_input(train_cfg, tmp_path, overrides, message):
 
 def test_checkpoint_of_another_architecture_or_dataset_is_refused(train_cfg, tmp_path):
     run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
-    with pytest.raises(KssError, match="finished run of other settings .*genotype snasnet_cifar10"):
+    with pytest.raises(KssError, match="finished run with other settings .*genotype"):
         run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward"), tmp_path)
     (tmp_path / METRICS).unlink()  # as if interrupted: a checkpoint but no result
     before = (tmp_path / CHECKPOINTS / "last.ckpt").read_bytes()
