@@ -17,8 +17,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kss.cli import FAILED
-from kss.config import kernel_set_name, setting_tag
+from kss.config import check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
+from kss.params import memory_bytes
 
 PLAN = "sweep_plan.json"
 BASELINE = "1x1_3x3_5000x"  # SNASNet: kernel set (1, 3), 5000 iterations
@@ -90,7 +91,8 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
         job.params, job.test_acc, job.best_val_acc = metrics["params"], metrics["test_acc"], metrics.get("best_val_acc")
         job.checkpoint = metrics.get("checkpoint")
     if job.params is not None:
-        job.memory_fp32_bytes, job.memory_int8_bytes = 4 * job.params, job.params
+        for key, value in memory_bytes(job.params).items():
+            setattr(job, key, value)
     return job
 
 
@@ -163,8 +165,8 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
             params = [j.params for j in done if j.params is not None]
             row.params_mean = statistics.fmean(params) if params else None
             row.params_max = max(params) if params else None
-            row.memory_fp32_bytes = 4 * row.params_mean if params else None
-            row.memory_int8_bytes = row.params_mean if params else None
+            for key, value in (memory_bytes(row.params_mean) if params else {}).items():
+                setattr(row, key, value)
             row.score_mean, row.score_std = _mean_std([j.best_score for j in done])
             row.search_seconds_mean, row.search_seconds_std = _mean_std([j.search_seconds for j in done])
             row.test_acc_mean, row.test_acc_std = _mean_std([j.test_acc for j in done])
@@ -187,8 +189,7 @@ def quality(row: Setting) -> tuple[str, float | None]:
 
 def select(rows: list[Setting], max_params: float | None) -> dict:
     """The best setting whose every seed's model fits the budget; ties go to fewer parameters."""
-    if max_params is not None and not max_params > 0:
-        raise KssError(f"budget.max_params must be > 0 (got {max_params})")
+    check_budget(max_params)
     ranked = [r for r in rows if r.complete and quality(r)[1] is not None]
     fitting = [r for r in ranked if max_params is None or r.params_max <= max_params]
     if not ranked:

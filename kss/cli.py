@@ -7,10 +7,10 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kss.config import run_dir
 from kss.errors import KssError
 
 FAILED = "failed.json"
@@ -28,16 +28,12 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
             sys.exit(2)
         raise
     if cfg.get("on_error") == "record":  # a rerun that now succeeds: the old failure is history
-        from hydra.core.hydra_config import HydraConfig
-
-        Path(HydraConfig.get().runtime.output_dir, FAILED).unlink(missing_ok=True)
+        (run_dir() / FAILED).unlink(missing_ok=True)
     return result
 
 
 def record_failure(cfg: DictConfig, kind: str, error: Exception) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir = run_dir()
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     logging.getLogger("kss").error("%s job failed: %s", kind, message, exc_info=not isinstance(error, KssError))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,18 @@ def run_tags(cfg: DictConfig) -> list[str]:
             cfg.neuron.kind, *cfg.wandb.tags]
 
 
+def check_budget(max_params) -> None:
+    if max_params is not None and not max_params > 0:
+        raise KssError(f"budget.max_params must be > 0 (got {max_params}); use null for no budget")
+
+
+def run_dir() -> Path:
+    """The running Hydra job's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

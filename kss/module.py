@@ -8,8 +8,6 @@ network is then built in `configure_model`, before the optimizers are configured
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -125,6 +123,3 @@ class SpikingClassifier(L.LightningModule):
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    def describe(self) -> dict:
-        return {"genotype": self.hparams.genotype, "model": asdict(self.spec), "neuron": asdict(self.neuron)}

@@ -65,8 +65,7 @@ class SearchSetup:
             raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
-        if self.max_params is not None and not self.max_params > 0:
-            raise KssError(f"budget.max_params must be > 0 (got {self.max_params}); use null for no budget")
+        C.check_budget(self.max_params)
         self.spec.validate(self.kernels)
 
     def settings(self) -> dict:
@@ -250,10 +249,7 @@ def _score_candidates(setup: SearchSetup, data, device, progress: bool, records:
 
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `search.py`: config in, search.json's content out."""
-    if out_dir is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        out_dir = HydraConfig.get().runtime.output_dir
+    out_dir = out_dir or C.run_dir()
     data = C.data_module(cfg)
     setup = setup_from_config(cfg, data)
     device = C.resolve_device(cfg.device)

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kss.analysis import PLAN, analyse
-from kss.config import KERNEL_SETS, setting_tag
+from kss.config import KERNEL_SETS, check_budget, run_dir, setting_tag
 from kss.errors import KssError
 from kss.network import check_kernels
 
@@ -51,7 +51,7 @@ def resolve_kernel_sets(entries) -> list[list[int]]:
     return resolved
 
 
-def positive_ints(name: str, values) -> list[int]:
+def as_list(name: str, values) -> list:
     values = list(values) if OmegaConf.is_list(values) or isinstance(values, (list, tuple)) else [values]
     if not values:
         raise KssError(f"{name} is empty; give at least one value, e.g. {name}=[1000]")
@@ -62,9 +62,8 @@ def positive_ints(name: str, values) -> list[int]:
 
 def plan(cfg: DictConfig) -> dict:
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
-    iters, seeds = positive_ints("iters", cfg.iters), positive_ints("seeds", cfg.seeds)
-    if cfg.budget.max_params is not None and not cfg.budget.max_params > 0:
-        raise KssError(f"budget.max_params must be > 0 (got {cfg.budget.max_params}); use null for no budget")
+    iters, seeds = as_list("iters", cfg.iters), as_list("seeds", cfg.seeds)
+    check_budget(cfg.budget.max_params)
     jobs = [{"kernels": k, "iters": n, "seed": s, "dir": f"jobs/{setting_tag(k, n)}_seed{s}"}
             for k in kernel_sets for n in iters for s in seeds]
     return {"kind": "train" if cfg.train else "search", "dataset": cfg.dataset.name, "kernel_sets": kernel_sets,
@@ -150,7 +149,7 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
         from hydra.core.hydra_config import HydraConfig
 
         hydra = HydraConfig.get()
-        sweep_dir = hydra.runtime.output_dir
+        sweep_dir = run_dir()
         passed = [o for o in hydra.overrides.task if o.split("=")[0].lstrip("+~") not in SWEEP_KEYS]
         hydra_passed = [o for o in hydra.overrides.hydra if o.startswith(("hydra/launcher", "hydra.launcher"))]
     sweep_dir = Path(sweep_dir).resolve()

@@ -150,11 +150,7 @@ def finish_wandb() -> None:
 
 def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
-    if out_dir is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        out_dir = HydraConfig.get().runtime.output_dir
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir or C.run_dir())
     if cfg.get("search_only"):
         from kss.search import run_search
 
@@ -178,13 +174,13 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     _, kernels = C.kernel_set(cfg)
     spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
     spec.validate(kernels)
-    callbacks = []
-    genotype = None
+    genotype, searcher = None, None
     if cfg.genotype is not None:
         genotype = load_genotype(str(cfg.genotype))
         check_fits(genotype, kernels, spec.cell_type)
     else:
-        callbacks.append(ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress))
+        searcher = ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress)
+    callbacks = [searcher] if searcher else []
     ckpt_path = resume_checkpoint(cfg, out_dir)
 
     module = SpikingClassifier(
@@ -212,8 +208,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-        train_seconds = time.perf_counter() - start - sum(getattr(c, "seconds", 0.0) for c in callbacks
-                                                          if isinstance(c, ArchitectureSearch))
+        train_seconds = time.perf_counter() - start - (searcher.seconds if searcher else 0.0)
         if trainer.interrupted:  # Ctrl-C: Lightning stops cleanly; last.ckpt is from the last finished epoch
             raise KssError(f"training was interrupted; rerun the same command to resume from {checkpoint.last_model_path}")
         best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
@@ -237,6 +232,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
     searched = out_dir / SUMMARY
     search_summary = json.loads(searched.read_text()) if cfg.genotype is None and searched.exists() else {}
     best_val = checkpoint.best_model_score
+    settings = run_settings(cfg)
     return {
         "test_acc": float(test["test/acc"]),
         "test_acc_top5": float(test["test/acc_top5"]) if "test/acc_top5" in test else None,
@@ -246,8 +242,8 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         "params": params,
         **memory_bytes(params),
         "genotype": module.hparams.genotype,
-        "genotype_source": str(cfg.genotype) if cfg.genotype is not None else "search",
-        "settings": run_settings(cfg),
+        "genotype_source": settings["genotype"],
+        "settings": settings,
         "kernel_set": C.kernel_set(cfg)[0],
         "kernels": list(cfg.kernel_set.kernels),
         "iters": cfg.iters,
