@@ -3,11 +3,15 @@ inside a sweep, a failing job records why (failed.json) and lets the other jobs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from kss.config import run_dir
@@ -24,12 +28,27 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
             record_failure(cfg, kind, error)
             return None
         if isinstance(error, KssError):
+            discard_if_untouched(run_dir())
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise
     if cfg.get("on_error") == "record":  # a rerun that now succeeds: the old failure is history
         (run_dir() / FAILED).unlink(missing_ok=True)
     return result
+
+
+def discard_if_untouched(out_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra wrote for this refused command
+    (.hydra/ and the job log), so bad input leaves nothing behind; anything else stays."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if not out_dir.is_dir() or any(p.name not in hydra_files for p in out_dir.iterdir()):
+        return
+    shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
+    for p in out_dir.iterdir():
+        p.unlink()
+    out_dir.rmdir()
+    with contextlib.suppress(OSError):  # parents Hydra created and nothing else uses (outputs/search)
+        out_dir.parent.rmdir()
 
 
 def record_failure(cfg: DictConfig, kind: str, error: Exception) -> None:

@@ -117,8 +117,10 @@ def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
 
 
 def register_resolvers() -> None:
-    """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form."""
+    """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form; `${kss_times:a,b}` = a*b."""
     if not OmegaConf.has_resolver("kss_tag"):
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
     if not OmegaConf.has_resolver("kss_arch"):
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
+    if not OmegaConf.has_resolver("kss_times"):  # e.g. eta_min: ${kss_times:${optimizer.lr},0.01}
+        OmegaConf.register_new_resolver("kss_times", lambda a, b: float(a) * float(b))

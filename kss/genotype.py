@@ -23,7 +23,7 @@ FORWARD_EDGES = tuple((i, j) for j in range(1, NODES) for i in range(j))
 BACKWARD_EDGES = tuple((i, j) for j in range(NODES - 1) for i in range(j + 1, NODES))
 
 # SNASNet's published cells, in its 4x4 op-code form (rows = from-node).
-# Codes: 0 zero, 1 skip, 2 conv3x3, 3 conv1x1, 4 avgpool3 -- i.e. kernel set (1, 3).
+# Codes (SNASNet's Neuronal_Cell): 0 zero, 1 skip, 2 conv1x1, 3 conv3x3, 4 avgpool3 -- kernel set (1, 3).
 PUBLISHED = {
     "snasnet_cifar10": "0303 0030 2002 0200",
     "snasnet_cifar100": "0302 0030 3003 0000",
@@ -111,27 +111,39 @@ def prune(ops: list[list[str]], cell_type: str) -> list[list[str]]:
     return [[op if i in live and j in live else "zero" for j, op in enumerate(row)] for i, row in enumerate(ops)]
 
 
-def sample_genotype(rng: np.random.Generator, kernels: Sequence[int], cell_type: str) -> Genotype:
-    """SNASNet's sampler: uniform op per edge, prune dead nodes, require a non-zero input->output edge."""
+def draw_ops(rng: np.random.Generator, kernels: Sequence[int], cell_type: str) -> list[list[str]]:
+    """One raw draw of SNASNet's `connection_matrix_gen`, before pruning: a uniform op per edge.
+
+    A backward cell draws, for each node pair i < j, one direction by a fair coin (i->j forward
+    or j->i feedback) and then a uniform op for it, so the two directions never coexist.
+    """
+    cell_edges(cell_type)  # a one-line error for an unknown cell type
     vocabulary = op_names(kernels)
-    edges = cell_edges(cell_type)
+    ops = [["zero"] * NODES for _ in range(NODES)]
+    for i, j in FORWARD_EDGES:
+        feedback = cell_type == "backward" and rng.integers(2) == 0
+        a, b = (j, i) if feedback else (i, j)
+        ops[a][b] = vocabulary[rng.integers(len(vocabulary))]
+    return ops
+
+
+def sample_genotype(rng: np.random.Generator, kernels: Sequence[int], cell_type: str) -> Genotype:
+    """SNASNet's sampler: draw, prune dead nodes, resample until the input->output edge is non-zero."""
     while True:
-        ops = [["zero"] * NODES for _ in range(NODES)]
-        for (i, j), choice in zip(edges, rng.integers(len(vocabulary), size=len(edges))):
-            ops[i][j] = vocabulary[choice]
+        ops = draw_ops(rng, kernels, cell_type)
         if ops[0][NODES - 1] != "zero":
             return Genotype(cell_type, tuple(tuple(row) for row in prune(ops, cell_type)))
 
 
 def from_snasnet_code(code: str, kernels: Sequence[int] = (1, 3)) -> Genotype:
-    """Import SNASNet's 4x4 op-code form ('0303 0030 2002 0200'); codes 2/3 = larger/smaller kernel."""
+    """Import SNASNet's 4x4 op-code form ('0303 0030 2002 0200'); codes 2/3 = smaller/larger kernel."""
     digits = code.replace(" ", "")
     if len(digits) != NODES * NODES or any(c not in "01234" for c in digits):
         raise KssError(f"SNASNet code {code!r} must be 16 digits 0-4 (4 rows of 4)")
     if len(kernels) != 2:
         raise KssError(f"SNASNet codes name two conv kernels; kernel set {list(kernels)} has {len(kernels)}")
     small, large = sorted(kernels)
-    names = {"0": "zero", "1": "skip", "2": f"conv{large}", "3": f"conv{small}", "4": "avgpool3"}
+    names = {"0": "zero", "1": "skip", "2": f"conv{small}", "3": f"conv{large}", "4": "avgpool3"}
     ops = [[names[digits[i * NODES + j]] for j in range(NODES)] for i in range(NODES)]
     if any(ops[i][i] != "zero" for i in range(NODES)):
         raise KssError(f"SNASNet code {code!r} has a self-loop on the diagonal")

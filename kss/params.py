@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from kss.genotype import Genotype, conv_kernel
+from collections.abc import Sequence
+
+import numpy as np
+
+from kss.errors import KssError
+from kss.genotype import NODES, Genotype, conv_kernel, sample_genotype
 from kss.network import ModelSpec
 from kss.neurons import NeuronSpec
 
 
-def count_params(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> int:
-    """Parameters of `build_network(genotype, spec, neuron)`, without building it."""
+def param_breakdown(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> dict[str, int]:
+    """Parameters of `build_network(genotype, spec, neuron)` per part, without building it."""
 
     def conv_bn(c_in: int, c_out: int, k: int) -> int:
         return c_in * c_out * k * k + 2 * c_out
@@ -18,17 +23,66 @@ def count_params(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> int
 
     convs_per_cell = sum(1 for _, _, op in genotype.edges() if conv_kernel(op))
     neuron_layers = 2 * convs_per_cell + 3  # conv edges of both cells, after each cell, classifier
-    return (
-        conv_bn(spec.in_channels, spec.c1, 3)
-        + cell(spec.c1)
-        + 2 * spec.c1  # BN after cell 1
-        + conv_bn(spec.c1, spec.c2, 3)
-        + cell(spec.c2)
-        + 2 * spec.c2  # BN after cell 2
-        + spec.features * spec.hidden  # no bias
-        + spec.hidden * spec.population + spec.population
-        + (neuron_layers if neuron.kind == "plif" else 0)  # one learnable w per PLIF layer
+    return {
+        "stem": conv_bn(spec.in_channels, spec.c1, 3),
+        "cell 1": cell(spec.c1),
+        "downsampling": 2 * spec.c1 + conv_bn(spec.c1, spec.c2, 3),  # BN, conv 3x3, BN
+        "cell 2": cell(spec.c2),
+        "BN after cell 2": 2 * spec.c2,
+        "classifier's first Linear": spec.features * spec.hidden,  # no bias
+        "classifier's output Linear": spec.hidden * spec.population + spec.population,
+        "PLIF time constants": neuron_layers if neuron.kind == "plif" else 0,  # one learnable w per layer
+    }
+
+
+def count_params(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> int:
+    """Parameters of `build_network(genotype, spec, neuron)`, without building it."""
+    return sum(param_breakdown(genotype, spec, neuron).values())
+
+
+def smallest_genotype(cell_type: str) -> Genotype:
+    """The cheapest cell the sampler can give: only the (mandatory) input->output edge, a skip."""
+    ops = [["zero"] * NODES for _ in range(NODES)]
+    ops[0][NODES - 1] = "skip"
+    return Genotype(cell_type, tuple(tuple(row) for row in ops))
+
+
+def check_budget_reachable(max_params: float | None, spec: ModelSpec, neuron: NeuronSpec) -> None:
+    """Refuse, before any work, a budget that no network of this search space can meet."""
+    if max_params is None:
+        return
+    parts = param_breakdown(smallest_genotype(spec.cell_type), spec, neuron)
+    floor = sum(parts.values())
+    if floor <= max_params:
+        return
+    name, largest = max(parts.items(), key=lambda item: item[1])
+    wider_pool = ModelSpec(**{**spec.__dict__, "sap": spec.sap * 2})
+    hint = ""
+    if wider_pool.features > 0 and name == "classifier's first Linear":
+        cheaper = count_params(smallest_genotype(spec.cell_type), wider_pool, neuron)
+        hint = f"model.sap={wider_pool.sap} (smallest network {cheaper / 1e6:.2f}M), "
+    raise KssError(
+        f"budget.max_params={max_params:.4g} is below the smallest network of this search space, "
+        f"{floor / 1e6:.2f}M parameters ({name} alone {largest / 1e6:.2f}M = {parts_formula(name, spec)}); "
+        f"raise the budget or shrink the model: {hint}narrower model.c1/model.c2, or a smaller model.hidden"
     )
+
+
+def parts_formula(name: str, spec: ModelSpec) -> str:
+    if name == "classifier's first Linear":
+        side = spec.cell2_size // spec.sap
+        return f"{spec.c2} ch x {side}x{side} x {spec.hidden}"
+    return "see kss.params.param_breakdown"
+
+
+def param_range(spec: ModelSpec, neuron: NeuronSpec, kernels: Sequence[int], samples: int = 2000,
+                seed: int = 0) -> dict[str, int]:
+    """Min / median / max parameters over `samples` genotypes drawn as the search draws them."""
+    if samples < 1:
+        raise KssError(f"samples must be >= 1 (got {samples})")
+    rng = np.random.default_rng(seed)
+    counts = [count_params(sample_genotype(rng, kernels, spec.cell_type), spec, neuron) for _ in range(samples)]
+    return {"min": int(np.min(counts)), "median": int(np.median(counts)), "max": int(np.max(counts))}
 
 
 def memory_bytes(params: int) -> dict[str, int]:

@@ -1,8 +1,10 @@
 """Training-free scores: R = log|det K|, K averaged over every spiking layer and timestep.
 
-A kernel function maps the spikes of one layer, x: [T, B, N] (0/1), to the sum
-over timesteps of its B x B kernel, in float64. Kernels are registered by name
-so the config can pick one (`score.kind`).
+A kernel function maps the spikes of one layer, x: [T, B, N] (0/1 float32), to its
+B x B kernel per timestep, [T, B, B], in float32 as SNASNet computes it in its
+forward hook. The per-(layer, timestep) kernels are summed into a float64 matrix in
+SNASNet's order (timestep by timestep, layers in call order), so R is the reference's
+to the last bit. Kernels are registered by name so the config can pick one (`score.kind`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from spikingjelly.activation_based import monitor
 from spikingjelly.activation_based.neuron import BaseNode
@@ -29,27 +32,38 @@ def kernel(name: str):
 
 
 def _hamming(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hamming distances [T, B, B] and spike counts [T, B] from one Gram product per timestep."""
-    gram = torch.bmm(x, x.transpose(1, 2)).double()  # exact: 0/1 products summed below 2**24
-    counts = x.sum(-1).double()  # exact in float32 too, and no float64 copy of x
+    """Hamming distances [T, B, B] and spike counts [T, B] from one Gram product per timestep.
+
+    Exact in float32 while N < 2**24: 0/1 products and counts are small integers, so
+    n_i + n_j - 2 x.x^T equals SNASNet's x(1-x)^T + (1-x)x^T bit for bit.
+    """
+    gram = torch.bmm(x, x.transpose(1, 2))
+    counts = x.sum(-1)
     return counts.unsqueeze(2) + counts.unsqueeze(1) - 2 * gram, counts
 
 
 @kernel("hamming")
 def hamming_kernel(x: torch.Tensor) -> torch.Tensor:
-    """SNASNet's sparsity-aware kernel: K = N - 0.5 * H / (E + 1e-3), E the expected distance."""
+    """SNASNet's sparsity-aware kernel: K = N - 0.5 * H / (E + 1e-3), per timestep, in float32.
+
+    E is the expected *fraction* of disagreeing neurons at the two inputs' firing rates,
+    r_i (1 - r_j) + (1 - r_i) r_j, so K ~ N/2 off the diagonal and N on it (SNASNet's
+    `computing_K_eachtime`, operation for operation).
+    """
     n = x.shape[-1]
     distance, counts = _hamming(x)
-    rate = (counts / n).unsqueeze(2)  # r_i as a column; its transpose is r_j
-    expected = n * (rate * (1 - rate.transpose(1, 2)) + (1 - rate) * rate.transpose(1, 2))
-    return (n - 0.5 * distance / (expected + 1e-3)).sum(0)
+    rate = counts / n
+    row, col = rate.unsqueeze(2), rate.unsqueeze(1)
+    expected = row * (1 - col) + (1 - row) * col
+    rescale = 0.5 / (expected + 1e-3)
+    return n - rescale * distance
 
 
 @kernel("naswot")
 def naswot_kernel(x: torch.Tensor) -> torch.Tensor:
     """NASWOT's kernel (Mellor et al.): K = N - H, the number of units on which two inputs agree."""
     distance, _ = _hamming(x)
-    return (x.shape[-1] - distance).sum(0)
+    return x.shape[-1] - distance
 
 
 def flatten_neurons(spikes: torch.Tensor) -> torch.Tensor:
@@ -63,24 +77,41 @@ def flatten_neurons(spikes: torch.Tensor) -> torch.Tensor:
     return spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
 
 
-def log_abs_det(k: torch.Tensor) -> float:
-    """log|det K|; -inf for a singular K (e.g. identical spike patterns)."""
-    sign, logabsdet = torch.linalg.slogdet(k)
+def log_abs_det(k: torch.Tensor | np.ndarray) -> float:
+    """log|det K| with numpy's slogdet (SNASNet's); -inf for a singular K."""
+    sign, logabsdet = np.linalg.slogdet(np.asarray(k, dtype=np.float64))
     return float(logabsdet) if sign != 0 else -math.inf
+
+
+def mean_kernel(per_layer: list[torch.Tensor]) -> torch.Tensor:
+    """The float64 mean of per-(layer, timestep) float32 kernels, summed as SNASNet's hook does:
+    timestep by timestep, and within a timestep the layers in the order the network calls them.
+
+    per_layer[l] is layer l's [T, B, B] stack, layers in call order within a timestep.
+    """
+    steps = max(k.shape[0] for k in per_layer)
+    total = torch.zeros(per_layer[0].shape[1:], dtype=torch.float64, device=per_layer[0].device)
+    count = 0
+    for t in range(steps):
+        for k in per_layer:
+            if t < k.shape[0]:
+                total += k[t].double()
+                count += 1
+    return total / count
 
 
 @torch.no_grad()
 def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamming") -> float:
     """Mean over batches of log|det K|, K the mean kernel over all (spiking layer, timestep) pairs.
 
-    The network stays in train mode (BN uses batch statistics), as in SNASNet.
+    The network stays in train mode (BN uses batch statistics, dropout is on), as in SNASNet.
     """
     if kind not in KERNELS:
         raise KssError(f"unknown score kind {kind!r}; use one of {', '.join(KERNELS)}")
     to_kernel = KERNELS[kind]
 
-    def on_spikes(spikes: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return to_kernel(flatten_neurons(spikes).float()), spikes.shape[0]
+    def on_spikes(spikes: torch.Tensor) -> torch.Tensor:
+        return to_kernel(flatten_neurons(spikes).float())
 
     net.train()
     recorder = monitor.OutputMonitor(net, BaseNode, function_on_output=on_spikes)
@@ -91,9 +122,10 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
             net(images)  # the network resets its neurons at the start of forward
             if not recorder.records:
                 raise KssError("the network has no spiking layer to score")
-            total = sum(k for k, _ in recorder.records)
-            count = sum(t for _, t in recorder.records)
-            scores.append(log_abs_det(total / count))
-        return sum(scores) / len(scores)
+            # Module order is SNASNet's call order within a timestep; a layer called once per
+            # timestep (a backward cell's op) has its records joined into one [T, B, B] stack.
+            per_layer = [torch.cat(recorder[name]) for name in recorder.monitored_layers if recorder[name]]
+            scores.append(log_abs_det(mean_kernel(per_layer).cpu()))
+        return float(np.mean(scores))
     finally:
         recorder.remove_hooks()

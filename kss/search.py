@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from kss import config as C
 from kss.errors import KssError
 from kss.genotype import Genotype, sample_genotype
-from kss.network import ModelSpec, build_network
+from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
-from kss.params import count_params, memory_bytes
+from kss.params import check_budget_reachable, count_params, memory_bytes
 from kss.score import KERNELS, score_network
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class SearchSetup:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
         C.check_budget(self.max_params)
         self.spec.validate(self.kernels)
+        check_budget_reachable(self.max_params, self.spec, self.neuron)
 
     def settings(self) -> dict:
         """What the results depend on (iters is not: a longer search extends a shorter one)."""
@@ -109,7 +110,7 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
     if setup.max_params is not None and params > setup.max_params:
         return record | {"status": "over_budget", "score": None, "seconds": time.perf_counter() - start}
     torch.manual_seed(init_seed)
-    net = build_network(genotype, setup.spec, setup.neuron).to(device)
+    net = scoring_network(genotype, setup.spec, setup.neuron).to(device)
     score = score_network(net, batches, setup.score)
     status = "scored" if math.isfinite(score) else "non_finite"
     return record | {

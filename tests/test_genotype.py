@@ -9,6 +9,7 @@ from kss.genotype import (
     FORWARD_EDGES,
     Genotype,
     check_fits,
+    draw_ops,
     from_snasnet_code,
     load_genotype,
     op_names,
@@ -82,15 +83,46 @@ def test_json_round_trip_and_readable_names():
 
 
 def test_published_snasnet_genotypes_import():
-    g = load_genotype("snasnet_cifar10")  # 0303 0030 2002 0200
-    assert g.cell_type == "backward"
-    assert g.ops[0][1] == "conv1" and g.ops[0][3] == "conv1" and g.ops[1][2] == "conv1"
-    assert g.ops[2][0] == "conv3" and g.ops[2][3] == "conv3" and g.ops[3][1] == "conv3"
-    assert len(g.edges()) == 6
-    assert from_snasnet_code("0302 0030 3003 0000").ops[2][0] == "conv1"
-    assert load_genotype("0302 0030 3003 0000") == load_genotype("snasnet_cifar100")
-    # the same codes with another two-kernel set: 2 -> larger, 3 -> smaller
-    assert from_snasnet_code("0303 0030 2002 0200", kernels=(3, 5)).ops[2][0] == "conv5"
+    # SNASNet's codes: 0 zero, 1 skip, 2 conv1x1, 3 conv3x3, 4 avgpool3 (Neuronal_Cell.__init__)
+    cifar10 = load_genotype("snasnet_cifar10")  # 0303 0030 2002 0200
+    assert cifar10.cell_type == "backward"
+    assert cifar10.edges() == [
+        (0, 1, "conv3"), (1, 2, "conv3"), (0, 3, "conv3"), (2, 3, "conv1"),  # forward edges
+        (2, 0, "conv1"), (3, 1, "conv1"),  # feedback edges
+    ]
+    cifar100 = load_genotype("snasnet_cifar100")  # 0302 0030 3003 0000
+    assert cifar100.cell_type == "backward"
+    assert cifar100.edges() == [(0, 1, "conv3"), (1, 2, "conv3"), (0, 3, "conv1"), (2, 3, "conv3"), (2, 0, "conv3")]
+    assert load_genotype("0302 0030 3003 0000") == cifar100
+    # the same codes with another two-kernel set (A < B): 2 -> A, 3 -> B
+    other = from_snasnet_code("0303 0030 2002 0200", kernels=(5, 3))
+    assert other.ops[0][1] == "conv5" and other.ops[2][0] == "conv3"
+
+
+def test_backward_sampler_draws_one_direction_per_pair():
+    rng = np.random.default_rng(7)
+    draws, forward_non_zero = 4000, 0
+    for _ in range(draws):
+        ops = draw_ops(rng, [1, 3], "backward")  # raw, before pruning
+        for i, j in FORWARD_EDGES:
+            assert ops[i][j] == "zero" or ops[j][i] == "zero", f"both directions of {i}-{j}"
+            forward_non_zero += ops[i][j] != "zero"
+    # a fair coin for the direction, then a uniform op over 5 (zero included): 1/2 * 4/5
+    assert abs(forward_non_zero / (draws * len(FORWARD_EDGES)) - 0.4) < 0.02
+    for _ in range(1000):
+        g = sample_genotype(rng, [1, 3], "backward")
+        assert g.ops[0][3] != "zero" and g.ops[3][0] == "zero"  # 0->3 is drawn, so 3->0 never is
+        assert all(g.ops[i][j] == "zero" or g.ops[j][i] == "zero" for i, j in FORWARD_EDGES)
+
+
+def test_forward_sampler_draws_forward_edges_only():
+    rng = np.random.default_rng(8)
+    non_zero = 0
+    for _ in range(2000):
+        ops = draw_ops(rng, [1, 3], "forward")
+        assert all(ops[i][j] == "zero" for i, j in BACKWARD_EDGES)
+        non_zero += sum(ops[i][j] != "zero" for i, j in FORWARD_EDGES)
+    assert abs(non_zero / (2000 * len(FORWARD_EDGES)) - 0.8) < 0.02
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_analytic_params_equal_numel(kernel_set, cell_type, neuron):
 
 def test_params_of_snasnet_cifar10_reference_widths():
     g = load_genotype("snasnet_cifar10")
-    spec = ModelSpec(cell_type="backward")  # C1=256, C2=512, P=100
+    spec = ModelSpec(cell_type="backward")  # SNASNet's CIFAR-10 network: C1=128, C2=256, P=100
     assert count_params(g, spec, NeuronSpec()) == numel(build_network(g, spec, NeuronSpec()))
     assert memory_bytes(10) == {"memory_fp32_bytes": 40, "memory_int8_bytes": 10}
 

@@ -197,3 +197,26 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path):
     unknown = run_cli("kernel_set=set9", f"hydra.run.dir={tmp_path}")
     assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
     assert "Could not find 'kernel_set/set9'" in unknown.stderr
+
+
+def test_budget_below_the_smallest_network_is_refused_before_any_work(compose_cfg, tmp_path):
+    cfg = compose_cfg("model=snasnet_cifar100", "budget.max_params=10e6", "dataset.image_size=32")
+    with pytest.raises(KssError, match=r"below the smallest network of this search space, 17\.\d\dM") as info:
+        run_search(cfg, tmp_path / "run")
+    message = str(info.value)
+    assert "\n" not in message and "classifier's first Linear alone 16.78M" in message and "model.sap=4" in message
+    assert not (tmp_path / "run").exists()
+    # the same budget with the paper's preset (sap=4) is reachable
+    run_search(compose_cfg("model=paper_cifar100", "model.c1=4", "model.c2=8", "model.hidden=16",
+                           "budget.max_params=10e6", "iters=2"), tmp_path / "paper")
+    assert (tmp_path / "paper" / SUMMARY).exists()
+
+
+@pytest.mark.slow
+def test_cli_budget_below_the_floor_exits_2_and_writes_nothing(tmp_path):
+    run = tmp_path / "outputs" / "run"
+    result = run_cli("dataset=synthetic", "model=snasnet_cifar100", "budget.max_params=1e6", f"hydra.run.dir={run}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: budget.max_params=1e+06 is below the smallest")
+    assert "Traceback" not in result.stderr
+    assert not run.exists()

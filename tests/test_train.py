@@ -58,7 +58,7 @@ def test_genotype_file_path(train_cfg, compose_cfg, tmp_path):
 def test_published_genotype_by_name(train_cfg, tmp_path):
     metrics = run_train(train_cfg("genotype=snasnet_cifar100", "model.cell_type=backward",
                                   "trainer.fast_dev_run=true"), tmp_path)
-    assert metrics["genotype"]["edges"]["2->0"] == "conv1"
+    assert metrics["genotype"]["edges"]["2->0"] == "conv3"  # 0302 0030 3003 0000: code 3 = conv 3x3
 
 
 def test_weight_decay_is_really_applied(train_cfg, tmp_path):
@@ -200,11 +200,30 @@ def test_checkpoint_of_another_architecture_or_dataset_is_refused(train_cfg, tmp
 
 
 def test_paper_presets_compose(compose_cfg):
-    for name, classes_model in [("paper_cifar10", 256), ("paper_cifar100", 128)]:
+    for name, population in [("paper_cifar10", 100), ("paper_cifar100", 500)]:
         cfg = compose_cfg(f"experiment={name}", config_name="train", tiny=False)
         assert cfg.optimizer.lr == 0.1 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 5e-4
-        assert cfg.scheduler.eta_min == 1e-3 and cfg.scheduler.T_max == 300 and cfg.trainer.max_epochs == 300
-        assert cfg.dataset.batch_size == 64 and cfg.model.timesteps == 5 and cfg.model.c1 == classes_model
+        assert cfg.scheduler.eta_min == pytest.approx(1e-3) and cfg.scheduler.T_max == 300 and cfg.trainer.max_epochs == 300
+        assert cfg.dataset.batch_size == 64 and cfg.model.timesteps == 5
+        assert (cfg.model.c1, cfg.model.c2, cfg.model.population, cfg.model.sap) == (128, 256, population, 4)
+        assert cfg.model.batch_norm == "per_step"
+
+
+def test_dataset_chooses_its_reference_model(compose_cfg):
+    for config_name in ("search", "train"):
+        cifar100 = compose_cfg("dataset=cifar100", config_name=config_name, tiny=False)
+        assert (cifar100.model.c1, cifar100.model.c2, cifar100.model.population) == (128, 256, 500)
+        assert cifar100.model.batch_norm == "per_step" and cifar100.model.sap == 2
+        cifar10 = compose_cfg(config_name=config_name, tiny=False)
+        assert (cifar10.dataset.name, cifar10.model.population) == ("cifar10", 100)
+        assert compose_cfg("dataset=cifar100", "model=cpu", config_name=config_name, tiny=False).model.c1 == 16
+
+
+def test_cosine_anneals_to_a_hundredth_of_the_learning_rate(compose_cfg):
+    for optimizer, lr in [("sgd", 0.1), ("adamw", None)]:
+        cfg = compose_cfg(f"optimizer={optimizer}", config_name="train")
+        assert cfg.scheduler.eta_min == pytest.approx(0.01 * (lr or cfg.optimizer.lr))
+    assert compose_cfg("optimizer.lr=0.5", config_name="train").scheduler.eta_min == pytest.approx(0.005)
 
 
 def test_every_config_option_instantiates(compose_cfg):
