@@ -20,6 +20,7 @@ from kss.cli import FAILED
 from kss.config import check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
 from kss.params import memory_bytes
+from kss.stats import paired_difference
 
 PLAN = "sweep_plan.json"
 BASELINE = "1x1_3x3_5000x"  # SNASNet: kernel set (1, 3), 5000 iterations
@@ -148,6 +149,7 @@ class Setting:
     test_acc_std: float | None = None
     best_val_acc_mean: float | None = None
     best_val_acc_std: float | None = None
+    vs_set1: dict | None = None  # paired by seed against kernel set (1, 3) at the same iters (kss.stats)
     best_job: str | None = field(default=None, repr=False)
 
 
@@ -175,6 +177,7 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
                                             j.best_score if j.best_score is not None else -math.inf))
             row.best_job = best.path
         rows.append(row)
+    paired_against_set1(rows, jobs)
     for row in rows:  # normalised search time, relative to SNASNet's setting on the same dataset
         base = next((r for r in rows if r.setting == BASELINE and r.dataset == row.dataset), None)
         if base and base.search_seconds_mean and row.search_seconds_mean is not None:
@@ -182,9 +185,47 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
     return sorted(rows, key=lambda r: (r.dataset, len(r.kernels), r.kernels, r.iters))
 
 
+def paired_against_set1(rows: list[Setting], jobs: list[Job]) -> None:
+    """Candidate i draws the same topology in every two-kernel set, so seeds pair settings: each
+    setting's accuracy minus set1's, seed by seed (validation accuracy; test only without it)."""
+    def accuracy(job: Job) -> float | None:
+        return job.best_val_acc if job.best_val_acc is not None else job.test_acc
+
+    def by_seed(row: Setting) -> dict[int, float]:
+        return {j.seed: accuracy(j) for j in jobs if j.status == "complete" and j.kind == "train"
+                and (j.dataset, j.kernels, j.iters) == (row.dataset, row.kernels, row.iters) and accuracy(j) is not None}
+
+    for row in rows:
+        base = next((r for r in rows if r.kernels == [1, 3] and (r.dataset, r.iters) == (row.dataset, row.iters)), None)
+        if base is None or base is row:
+            continue
+        mine, theirs = by_seed(row), by_seed(base)
+        seeds = sorted(mine.keys() & theirs.keys())
+        if len(seeds) >= 2:
+            row.vs_set1 = {"seeds": seeds, **paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])}
+
+
+def verdict(row: Setting) -> str:
+    p = row.vs_set1
+    bigger = "larger than" if p["beyond_seed_spread"] else "within"
+    return (f"{row.setting} vs {setting_tag([1, 3], row.iters)}: {100 * p['mean_diff']:+.2f} ± {100 * p['std_diff']:.2f} "
+            f"points (paired over {p['n']} seeds; seed spread {100 * p['seed_spread']:.2f}, paired t-test p={p['p_value']:.2f}): "
+            f"{bigger} the seed spread.")
+
+
 def quality(row: Setting) -> tuple[str, float | None]:
-    """What 'better' means: test accuracy when trained, else the search score."""
+    """What 'better' means: validation accuracy when trained (the test split is never used to
+    choose), test accuracy for runs without a validation split, else the search score."""
+    if row.best_val_acc_mean is not None:
+        return "best_val_acc", row.best_val_acc_mean
     return ("test_acc", row.test_acc_mean) if row.test_acc_mean is not None else ("score", row.score_mean)
+
+
+def quality_std(row: Setting) -> float | None:
+    return {"best_val_acc": row.best_val_acc_std, "test_acc": row.test_acc_std, "score": row.score_std}[quality(row)[0]]
+
+
+QUALITY_LABELS = {"best_val_acc": "validation accuracy", "test_acc": "test accuracy", "score": "best R-score"}
 
 
 def select(rows: list[Setting], max_params: float | None) -> dict:
@@ -251,6 +292,9 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
         lines.append("| " + " | ".join(_fmt(values[c]) if c != "seeds" else str(len(values[c])) for c in shown) + " |")
     failed = [j for j in jobs if j.status == "failed"]
     missing = [j for j in jobs if j.status in ("missing", "incomplete")]
+    paired = [verdict(r) for r in rows if r.vs_set1]
+    if paired:
+        lines += ["", "**Against set1, paired by seed** (validation accuracy):"] + [f"- {v}" for v in paired]
     lines += ["", f"**Selection:** {selection['message']}"]
     lines += [f"- {what}: `{selection[key]}`" for what, key in (("checkpoint", "checkpoint"), ("genotype", "genotype_file"))
               if selection.get(key)]

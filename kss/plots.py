@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kss.analysis import Job, Setting, quality  # noqa: E402
+from kss.analysis import QUALITY_LABELS, Job, Setting, quality, quality_std  # noqa: E402
 
 
 def epoch_curves(job_dir: Path, column: str = "val/acc") -> dict[int, float]:
@@ -45,7 +45,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     if not rows:
         return []
     metric = quality(rows[0])[0]
-    label = "test accuracy" if metric == "test_acc" else "best R-score"
+    label = QUALITY_LABELS[metric]
     written = []
 
     # (a) accuracy per setting, and per epoch where training curves were logged
@@ -59,7 +59,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
             curves[row.setting] = (epochs, [sum(c[e] for c in members) / len(members) for e in epochs])
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12 if curves else 7, 4.5), squeeze=False)
     values = [quality(r)[1] for r in rows]
-    errors = [r.test_acc_std if metric == "test_acc" else r.score_std for r in rows]
+    errors = [quality_std(r) for r in rows]
     _points(axes[0][0], rows, values, errors, label, f"(a) {label} per setting (mean ± std over seeds)")
     if curves:
         for name, (epochs, accs) in curves.items():
@@ -97,7 +97,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     if single:
         fig, ax = plt.subplots(figsize=(6, 4))
         _points(ax, single, [quality(r)[1] for r in single],
-              [r.test_acc_std if metric == "test_acc" else r.score_std for r in single], label,
+              [quality_std(r) for r in single], label,
               "Impact of kernel size (single-kernel search spaces)")
         written.append(_save(fig, root / "kernel_sizes.png"))
     return written
@@ -108,3 +108,41 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_proxy(root: Path, rows: list[dict], result: dict) -> list[Path]:
+    """proxy.png: each proxy against validation accuracy, one colour per kernel set, tau in the legend;
+    proxy_ranks.png: rank by R against rank by accuracy."""
+    from scipy.stats import rankdata
+
+    rows = [r for r in rows if r.get("val_acc") is not None]
+    sets = sorted({r["kernel_set"] for r in rows})
+    colours = dict(zip(sets, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    proxies = ["hamming", "naswot", "params", "random"]
+    fig, axes = plt.subplots(1, len(proxies), figsize=(4 * len(proxies), 3.6), sharey=True)
+    for ax, proxy in zip(axes, proxies):
+        for ks in sets:
+            members = [r for r in rows if r["kernel_set"] == ks and r[proxy] is not None]
+            stat = result["correlations"].get(ks, {}).get(proxy)
+            label = f"{ks}" + (f" (tau {stat['tau']:+.2f})" if stat and stat["tau"] is not None else "")
+            ax.scatter([r[proxy] for r in members], [r["val_acc"] for r in members], s=18, color=colours[ks], label=label)
+        pooled = result["correlations"].get("pooled", {}).get(proxy)
+        title = {"hamming": "R (SNASNet)", "naswot": "NASWOT R", "params": "parameters", "random": "random (floor)"}[proxy]
+        ax.set_title(title + (f"\npooled tau {pooled['tau']:+.2f}" if pooled and pooled["tau"] is not None else ""))
+        ax.set_xlabel(proxy)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("validation accuracy")
+    written = [_save(fig, root / "proxy.png")]
+    fig, ax = plt.subplots(figsize=(4.4, 4))
+    score_rank, acc_rank = rankdata([r["hamming"] for r in rows]), rankdata([r["val_acc"] for r in rows])
+    for ks in sets:
+        idx = [i for i, r in enumerate(rows) if r["kernel_set"] == ks]
+        ax.scatter(score_rank[idx], acc_rank[idx], s=18, color=colours[ks], label=ks)
+    ax.plot([1, len(rows)], [1, len(rows)], color="grey", lw=0.8, ls="--", label="perfect ranking")
+    ax.set_xlabel("rank by R at initialisation")
+    ax.set_ylabel("rank by validation accuracy")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    written.append(_save(fig, root / "proxy_ranks.png"))
+    return written

@@ -183,7 +183,7 @@ def log_summary_to_wandb(cfg: DictConfig, sweep_dir: Path, summary: dict) -> Non
                      dir=str(sweep_dir), mode=cfg.wandb.mode, tags=[cfg.dataset.name],
                      settings=wandb.Settings(quiet=True))
     try:
-        table = wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], list) else r[c]
+        table = wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c]
                                                      for c in columns] for r in rows])
         run.log({"summary": table, **{p.stem: wandb.Image(str(p)) for p in summary["plots"]}})
         run.summary["selection"] = summary["selection"]["message"]

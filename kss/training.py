@@ -165,7 +165,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
                            "pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
-            log.info("%s is finished (test acc %.4f); not retraining", out_dir, metrics["test_acc"])
+            log.info("%s is finished (test acc %s); not retraining", out_dir, metrics["test_acc"])
             return metrics
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -212,14 +212,15 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         if trainer.interrupted:  # Ctrl-C: Lightning stops cleanly; last.ckpt is from the last finished epoch
             raise KssError(f"training was interrupted; rerun the same command to resume from {checkpoint.last_model_path}")
         best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
-        test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
+        # test=false (the proxy study, model selection): the test split stays unseen
+        test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0] if cfg.get("test", True) else {}
         metrics = collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput)
         if trainer.is_global_zero:
             write_json(done, metrics)
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        log.info("test acc %.4f (best val %s), %d params, %.0f s", metrics["test_acc"],
+        log.info("test acc %s (best val %s), %d params, %.0f s", metrics["test_acc"],
                  metrics["best_val_acc"], metrics["params"], train_seconds)
         return metrics
     finally:
@@ -234,7 +235,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
     best_val = checkpoint.best_model_score
     settings = run_settings(cfg)
     return {
-        "test_acc": float(test["test/acc"]),
+        "test_acc": float(test["test/acc"]) if "test/acc" in test else None,
         "test_acc_top5": float(test["test/acc_top5"]) if "test/acc_top5" in test else None,
         "best_val_acc": float(best_val) if best_val is not None else None,
         "epochs": trainer.current_epoch,

@@ -240,3 +240,21 @@ def test_search_only_sweep(compose_cfg, tmp_path):
     assert [j.status for j in result["jobs"]] == ["complete", "complete"]
     assert all(j.kind == "search" and not (Path(j.path) / "metrics.json").exists() for j in result["jobs"])
     assert result["selection"]["metric"] == "score"
+
+
+def test_kernel_sets_are_compared_with_set1_paired_by_seed(tmp_path):
+    for seed, (base, better, same) in enumerate([(0.80, 0.85, 0.81), (0.82, 0.86, 0.80), (0.81, 0.87, 0.82)]):
+        write_job(tmp_path, [1, 3], 50, seed, acc=base)
+        write_job(tmp_path, [3, 5], 50, seed, acc=better)
+        write_job(tmp_path, [5, 7], 50, seed, acc=same)
+    result = analyse(tmp_path, plots=False)
+    rows = {r.setting: r for r in result["settings"]}
+    assert rows["1x1_3x3_50x"].vs_set1 is None
+    better = rows["3x3_5x5_50x"].vs_set1
+    assert better["seeds"] == [0, 1, 2] and better["mean_diff"] == pytest.approx(0.05)
+    assert better["beyond_seed_spread"] and not rows["5x5_7x7_50x"].vs_set1["beyond_seed_spread"]
+    text = (tmp_path / "summary.md").read_text()
+    assert "3x3_5x5_50x vs 1x1_3x3_50x: +5.00" in text and "larger than the seed spread" in text
+    assert "5x5_7x7_50x vs 1x1_3x3_50x" in text and "within the seed spread" in text
+    # selection uses validation accuracy, never the test split
+    assert result["selection"]["metric"] == "best_val_acc"
