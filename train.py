@@ -15,7 +15,8 @@ from kss.training import run_train
 def main(cfg: DictConfig) -> float | None:
     kind = "search" if cfg.search_only else "train"
     result = run_task(run_train, cfg, kind)
-    return result and result["best_score" if cfg.search_only else "test_acc"]  # the optimised metric, for Hydra sweepers
+    # the optimised metric, for Hydra sweepers: the search's best R, or validation accuracy (never the test split)
+    return result and result["best_score" if cfg.search_only else "best_val_acc"]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from kss.config import run_dir
-from kss.errors import KssError
+from kss.errors import Interrupted, KssError
+from kss.runlock import LOCK
 
 FAILED = "failed.json"
 
@@ -23,6 +24,12 @@ FAILED = "failed.json"
 def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> dict | None:
     try:
         result = task(cfg)
+    except KeyboardInterrupt:  # Ctrl-C outside the loops that name what finished
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Interrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(130)
     except Exception as error:  # noqa: BLE001 - reported, below, in one line or in full
         if cfg.get("on_error") == "record":
             record_failure(cfg, kind, error)
@@ -40,7 +47,7 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
 def discard_if_untouched(out_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote for this refused command
     (.hydra/ and the job log), so bad input leaves nothing behind; anything else stays."""
-    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log", LOCK}
     if not out_dir.is_dir() or any(p.name not in hydra_files for p in out_dir.iterdir()):
         return
     shutil.rmtree(out_dir / ".hydra", ignore_errors=True)

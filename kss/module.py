@@ -89,7 +89,12 @@ class SpikingClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):  # one host sync per step: cheap next to a BPTT step
+            raise KssError(f"the training loss became {loss.item()} in epoch {self.current_epoch}, step "
+                           f"{self.global_step}; the last good checkpoint (checkpoints/last.ckpt, if an epoch "
+                           "finished) is kept; lower optimizer.lr or check the data")
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -115,7 +115,8 @@ def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: in
         "trainer.max_epochs": epochs, "trainer.limit_train_batches": cfg.proxy.train_fraction,
         "test": False, "search_only": False, "wandb.group": cfg.name,
     })
-    metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_seed{seed}")
+    # the budget is in the name: trainer.limit_train_batches is not among a run's settings
+    metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}")
     return metrics.get("best_val_acc")
 
 

@@ -12,6 +12,7 @@ search ends exactly where an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,11 +28,12 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from kss import config as C
-from kss.errors import KssError
+from kss.errors import Interrupted, KssError
 from kss.genotype import Genotype, sample_genotype
 from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
 from kss.params import check_budget_reachable, count_params, memory_bytes
+from kss.runlock import run_lock
 from kss.score import KERNELS, score_network
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,8 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
     params = count_params(genotype, setup.spec, setup.neuron)
     record = {"index": index, "genotype": genotype.to_json(), "params": params}
     if setup.max_params is not None and params > setup.max_params:
-        return record | {"status": "over_budget", "score": None, "seconds": time.perf_counter() - start}
+        return record | {"status": "over_budget", "score": None, "raw_score": None,
+                         "seconds": time.perf_counter() - start}
     torch.manual_seed(init_seed)
     net = scoring_network(genotype, setup.spec, setup.neuron).to(device)
     score = score_network(net, batches, setup.score)
@@ -161,8 +164,6 @@ def check_settings(out_dir: Path, setup: SearchSetup) -> None:
                 f"{out_dir} holds a search with other settings ({', '.join(changed)} differ); "
                 "rerun with the same settings to resume, or pass hydra.run.dir=<new dir>"
             )
-    else:
-        write_json(path, setup.settings())
 
 
 def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
@@ -200,14 +201,19 @@ def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
     return summary
 
 
-def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool = True) -> dict:
+def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool = True, lock_wait: bool = False) -> dict:
     """Run (or resume, or just report) the search in `out_dir`; returns search.json's content."""
-    device = device or torch.device("cpu")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir, lock_wait):
+        return _search(setup, data, Path(out_dir), device or torch.device("cpu"), progress)
+
+
+def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> dict:
     check_settings(out_dir, setup)
     candidates_path = out_dir / CANDIDATES
     records = read_candidates(candidates_path)[: setup.iters]
-    if records:
+    if len(records) == setup.iters:
+        log.info("%s: already finished (%d of %d candidates); reporting it", out_dir, len(records), setup.iters)
+    elif records:
         log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
     if len(records) < setup.iters:
         # The candidates seed torch themselves; the caller's random state (e.g. the training
@@ -217,8 +223,9 @@ def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool 
     summary = summarize(setup, records, device)
     write_json(out_dir / SUMMARY, summary)
     if summary["best_genotype"] is None:
-        log.warning("no candidate was scored (%d over budget, %d non-finite)",
-                    summary["candidates_skipped"], summary["candidates_non_finite"])
+        fix = "raise budget.max_params" if summary["candidates_skipped"] else "check the data and the model settings"
+        raise KssError(f"no candidate could be scored ({summary['candidates_skipped']} over budget, "
+                       f"{summary['candidates_non_finite']} with a singular kernel, of {len(records)}); {fix}")
     else:
         log.info("best: candidate %d, R=%.4f, %d params  %s", summary["best_index"], summary["best_score"],
                  summary["params"], Genotype.from_json(summary["best_genotype"]))
@@ -228,18 +235,23 @@ def search(setup: SearchSetup, data, out_dir: Path, device=None, progress: bool 
 def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path) -> None:
     """Score candidates len(records) .. iters-1, appending each line to candidates.jsonl as it is done."""
     batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
+    if not (candidates_path.parent / SETTINGS).exists():  # only once the data is there: bad input writes nothing
+        write_json(candidates_path.parent / SETTINGS, setup.settings())
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(
         total=setup.iters, initial=len(records), disable=not progress, unit="cand",
         desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
     )
-    with bar, open(candidates_path, "a") as sink:
+    first = len(records)
+    with bar, open(candidates_path, "a") as sink, _interruptible(records, setup.iters):
         for index in range(len(records), setup.iters):
             record = evaluate_candidate(setup, index, batches, device)
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             records.append(record)
+            if index == first and setup.iters - index > 1:
+                _say_how_long(bar, record["seconds"], setup.iters - index - 1, device)
             if record["status"] == "non_finite":
                 bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
             elif record["status"] == "scored" and (best is None or record["score"] > best):
@@ -248,14 +260,42 @@ def _score_candidates(setup: SearchSetup, data, device, progress: bool, records:
             bar.update()
 
 
+def _say_how_long(bar, seconds: float, remaining: int, device) -> None:
+    """One line after the first candidate: what the whole search will take on this machine."""
+    total = seconds * remaining
+    hours = total / 3600
+    line = f"first candidate took {seconds:.1f} s on {device}: the remaining {remaining} take about "
+    line += f"{hours:.1f} h" if hours >= 1 else f"{total / 60:.0f} min" if total >= 60 else f"{total:.0f} s"
+    if device.type == "cpu" and hours >= 1:
+        line += ("; a CPU-sized real-data search instead: "
+                 "python search.py dataset=fashion_mnist model=cpu iters=50 score.batch_size=128")
+    bar.write(line)
+
+
+@contextlib.contextmanager
+def _interruptible(records: list, iters: int):
+    """Ctrl-C ends the search in one line; every finished candidate is already on disk."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {len(records)} of {iters} candidates; "
+                          "rerun the same command to resume") from None
+
+
+def is_finished(out_dir: Path, iters: int) -> bool:
+    return (out_dir / SUMMARY).exists() and len(read_candidates(out_dir / CANDIDATES)) >= iters
+
+
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `search.py`: config in, search.json's content out."""
-    out_dir = out_dir or C.run_dir()
+    out_dir = Path(out_dir or C.run_dir())
     data = C.data_module(cfg)
     setup = setup_from_config(cfg, data)
     device = C.resolve_device(cfg.device)
-    summary = search(setup, data, Path(out_dir), device, progress=cfg.get("progress", True))
-    log_to_wandb(cfg, Path(out_dir), summary)
+    finished = is_finished(out_dir, setup.iters)
+    summary = search(setup, data, out_dir, device, progress=cfg.get("progress", True), lock_wait=cfg.get("lock_wait", False))
+    if not finished:  # a finished search was logged when it finished: no second W&B run
+        log_to_wandb(cfg, out_dir, summary)
     return summary
 
 

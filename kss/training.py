@@ -25,15 +25,26 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
-from kss.errors import KssError
+from kss.errors import Interrupted, KssError
 from kss.genotype import Genotype, check_fits, load_genotype
 from kss.module import SpikingClassifier
 from kss.params import count_params, memory_bytes
+from kss.runlock import run_lock
 from kss.search import SUMMARY, SearchSetup, search, setup_from_config, write_json
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class _NoAdverts(logging.Filter):
+    """Quiet by default: Lightning's "Tip" lines advertise services, they say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
@@ -102,7 +113,7 @@ def run_settings(cfg: DictConfig) -> dict:
     source = str(cfg.genotype) if cfg.genotype is not None else "search"
     settings = {"kernels": list(cfg.kernel_set.kernels), "iters": cfg.iters, "seed": cfg.seed, "genotype": source,
                 "dataset": {"name": cfg.dataset.name, **C.data_split(cfg)}, "augment": cfg.dataset.augment,
-                "batch_size": cfg.dataset.batch_size}
+                "batch_size": cfg.dataset.batch_size, "precision": str(cfg.trainer.precision)}
     for key in ("model", "neuron", "optimizer", "scheduler", "score", "budget"):
         settings[key] = plain(cfg[key])
     return settings
@@ -167,7 +178,11 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
             log.info("%s is finished (test acc %s); not retraining", out_dir, metrics["test_acc"])
             return metrics
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir, cfg.get("lock_wait", False)):
+        return _train(cfg, out_dir, done)
+
+
+def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data = C.data_module(cfg)
@@ -207,10 +222,15 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             logger=loggers, callbacks=callbacks, enable_progress_bar=bool(cfg.progress),
         )
         start = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning exits(1) on Ctrl-C after a clean shutdown
+            if not trainer.interrupted:
+                raise
         train_seconds = time.perf_counter() - start - (searcher.seconds if searcher else 0.0)
-        if trainer.interrupted:  # Ctrl-C: Lightning stops cleanly; last.ckpt is from the last finished epoch
-            raise KssError(f"training was interrupted; rerun the same command to resume from {checkpoint.last_model_path}")
+        if trainer.interrupted:  # last.ckpt is from the last finished epoch
+            raise Interrupted(f"training interrupted in epoch {trainer.current_epoch}; rerun the same command "
+                              f"to resume from {checkpoint.last_model_path or 'the start'}")
         best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
         # test=false (the proxy study, model selection): the test split stays unseen
         test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0] if cfg.get("test", True) else {}

@@ -79,7 +79,7 @@ def test_a_search_with_no_scored_candidate_is_one_line(compose_cfg, tmp_path, mo
 
     monkeypatch.setattr(kss.search, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
     cfg = compose_cfg(*STUDY, config_name="proxy")
-    with pytest.raises(KssError, match="scored no candidate") as info:
+    with pytest.raises(KssError, match="no candidate could be scored") as info:
         run_proxy(cfg, tmp_path)
     assert "\n" not in str(info.value)
 

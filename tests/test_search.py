@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
-from kss.errors import KssError
+from kss.errors import Interrupted, KssError
 from kss.search import CANDIDATES, SUMMARY, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,8 +174,10 @@ def test_cli_single_run_and_resume(tmp_path):
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert summary["kernels"] == [3, 5] and summary["iters"] == 3
     assert "cand/s" in result.stderr  # progress bar with rate
+    assert "first candidate took" in result.stdout and "the remaining 2 take about" in result.stdout
     again = run_cli(*args)
-    assert again.returncode == 0 and "3 of 3 candidates already done" in again.stdout + again.stderr
+    assert again.returncode == 0 and "already finished (3 of 3 candidates)" in again.stdout + again.stderr
+    assert "resuming" not in again.stdout + again.stderr
 
 
 @pytest.mark.slow
@@ -220,3 +222,77 @@ def test_cli_budget_below_the_floor_exits_2_and_writes_nothing(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: budget.max_params=1e+06 is below the smallest")
     assert "Traceback" not in result.stderr
     assert not run.exists()
+
+
+def test_every_candidates_line_has_the_same_keys(compose_cfg, tmp_path):
+    run_search(compose_cfg("iters=8", "model=cpu", "dataset.image_size=16", "budget.max_params=1.75e5"), tmp_path)
+    rows = lines(tmp_path)
+    assert {r["status"] for r in rows} >= {"over_budget", "scored"}
+    assert len({tuple(sorted(r)) for r in rows}) == 1
+
+
+def test_a_search_that_scores_nothing_fails_in_one_line_and_keeps_its_files(compose_cfg, tmp_path, monkeypatch):
+    import kss.search
+
+    monkeypatch.setattr(kss.search, "score_network", lambda *a, **k: -math.inf)
+    with pytest.raises(KssError, match=r"no candidate could be scored \(0 over budget, 3 with a singular kernel, of 3\)"):
+        run_search(compose_cfg("iters=3"), tmp_path)
+    assert len(lines(tmp_path)) == 3 and (tmp_path / SUMMARY).exists()
+
+
+def test_ctrl_c_during_a_search_keeps_what_finished(compose_cfg, tmp_path, monkeypatch):
+    import kss.search
+
+    real, calls = kss.search.score_network, []
+
+    def interrupt_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kss.search, "score_network", interrupt_third)
+    with pytest.raises(Interrupted, match="interrupted after 2 of 5 candidates; rerun the same command to resume"):
+        run_search(compose_cfg("iters=5"), tmp_path)
+    assert len(lines(tmp_path)) == 2
+    monkeypatch.setattr(kss.search, "score_network", real)
+    assert run_search(compose_cfg("iters=5"), tmp_path)["candidates_scored"] == 5
+
+
+def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    code = ("import sys, kss.search as s\n"
+            "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
+            "s.score_network = stop\n"
+            "sys.argv = ['search.py', *sys.argv[1:]]\n"
+            "import runpy; runpy.run_path('search.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code, "iters=3", "dataset=synthetic", "model=tiny", "score.batch_size=16",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted after 0 of 3 candidates; rerun the same command to resume"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_refused_input_leaves_no_run_directory(tmp_path):
+    for args in (["iters=-5"], ["dataset=cifar10", "dataset.root=/nonexistent/kss-data", "dataset.download=false"]):
+        run = tmp_path / "outputs" / "run"
+        result = run_cli(*args, "model=tiny", f"hydra.run.dir={run}")
+        assert result.returncode == 2, result.stderr
+        assert not run.exists(), list(run.rglob("*"))
+
+
+def test_a_second_process_on_a_locked_run_directory_refuses(compose_cfg, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom kss.runlock import run_lock\n"
+                               f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(KssError, match=rf"is in use by pid {holder.pid} on .*lock_wait=true") as info:
+            run_search(compose_cfg("iters=2"), tmp_path)
+        assert "\n" not in str(info.value)
+        assert not (tmp_path / CANDIDATES).exists()  # nothing interleaved
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_search(compose_cfg("iters=2"), tmp_path)["candidates_scored"] == 2  # a dead holder frees it

@@ -272,3 +272,31 @@ def test_ddp_on_two_cpu_processes_searches_once_and_broadcasts(tmp_path):
     assert (tmp_path / "candidates.jsonl").read_text().count("\n") == 2  # searched once
     metrics = json.loads((tmp_path / METRICS).read_text())
     assert metrics["genotype"] == json.loads((tmp_path / SUMMARY).read_text())["best_genotype"]
+
+
+def test_a_nan_loss_stops_training_in_one_line_and_keeps_the_last_good_checkpoint(train_cfg, tmp_path, monkeypatch):
+    run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=none"), tmp_path)
+    last = tmp_path / CHECKPOINTS / "last.ckpt"
+    before = last.read_bytes()
+    real = SpikingClassifier.forward
+
+    def poisoned(self, images):
+        logits = real(self, images)
+        return logits * float("nan") if self.current_epoch >= 1 else logits
+
+    monkeypatch.setattr(SpikingClassifier, "forward", poisoned)
+    with pytest.raises(KssError, match=r"the training loss became nan in epoch 1, step \d+; the last good checkpoint") as info:
+        run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=none",
+                            "trainer.max_epochs=2"), tmp_path)
+    assert "\n" not in str(info.value)
+    assert last.read_bytes() == before  # epoch 0's checkpoint, untouched
+
+
+def test_the_same_seed_trains_to_the_same_metrics(train_cfg, tmp_path):
+    runs = [run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "dataset.augment=true",
+                                "dataset.num_workers=1"), tmp_path / name) for name in ("a", "b")]
+    for key in ("test_acc", "best_val_acc"):
+        assert runs[0][key] == runs[1][key]
+    a = torch.load(runs[0]["checkpoint"], weights_only=False)["state_dict"]
+    b = torch.load(runs[1]["checkpoint"], weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
