@@ -102,7 +102,8 @@ def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[
             except (OSError, json.JSONDecodeError):
                 continue
             same = s.get("dataset") == cfg.dataset.name and all(s.get("model", {}).get(k) == v for k, v in model.items())
-            if same and s.get("candidates_per_second"):
+            # a search that scored nothing (all over budget) says nothing about the speed of scoring
+            if same and s.get("candidates_per_second") and s.get("candidates_scored"):
                 rates.setdefault(tuple(s["kernels"]), []).append(s["candidates_per_second"])
                 metrics = path.parent / "metrics.json"
                 if metrics.exists():
@@ -110,6 +111,9 @@ def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[
                     if m.get("images_per_second") and m.get("train_images_per_epoch"):
                         images_per_second.append(m["train_images_per_epoch"] / m["images_per_second"])
     per_epoch = statistics.median(images_per_second) if images_per_second else None
+    for kernels in {tuple(job["kernels"]) for job in the_plan["jobs"]} - rates.keys():
+        rates[kernels], probe_epoch = probe(cfg, list(kernels))  # nothing measured yet: measure it now
+        per_epoch = per_epoch or probe_epoch
     out = {}
     for job in the_plan["jobs"]:
         cps = statistics.median(rates[tuple(job["kernels"])]) if tuple(job["kernels"]) in rates else None
@@ -117,6 +121,32 @@ def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[
         train_s = per_epoch * cfg.trainer.max_epochs if cfg.train and per_epoch else (0.0 if not cfg.train else None)
         out[job["dir"]] = (search_s, train_s)
     return out
+
+
+def probe(cfg: DictConfig, kernels: list[int], candidates: int = 2, steps: int = 3) -> tuple[list[float], float | None]:
+    """Seconds of measurement on this machine: candidates/s of the search, and seconds per training epoch
+    from a few optimizer steps (None when the sweep does not train)."""
+    import time
+
+    import torch
+
+    from kss import config as C
+    from kss.search import evaluate_candidate, setup_from_config
+    from kss.training import probe_epoch_seconds
+
+    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    OmegaConf.update(job, "kernel_set.kernels", kernels)
+    OmegaConf.update(job, "iters", candidates)  # a sweep's iters is a list; a job's is one number
+    data = C.data_module(job)
+    setup = setup_from_config(job, data)
+    batches = data.search_batches(setup.batch_size, setup.repeats, setup.seed)
+    device = C.resolve_device(cfg.device)
+    with torch.random.fork_rng():
+        start = time.perf_counter()
+        for index in range(candidates):
+            evaluate_candidate(setup, index, [b.to(device) for b in batches], device)
+        per_second = candidates / (time.perf_counter() - start)
+    return [per_second], probe_epoch_seconds(job, data, steps) if cfg.train else None
 
 
 def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[str]) -> None:
@@ -135,6 +165,7 @@ def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[s
             for what, p in zip(("search", "train"), parts) if p != 0.0)
         print(f"  {setting_tag(job['kernels'], job['iters']):<22} seed {job['seed']:<3} {when}")
     print(f"estimated remaining: ~{total / 60:.1f} min" + (f" (+ {unknown} jobs with parts of no measured speed yet)" if unknown else ""))
+    print("(from earlier runs with the same dataset and model, or a few seconds of measurement here)")
     print("command: " + shlex.join(command))
 
 

@@ -247,6 +247,37 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         finish_wandb()
 
 
+def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
+    """Seconds per training epoch on this machine, from `steps` optimizer steps of a sampled candidate
+    (plus one untimed warm-up step); validation is not counted."""
+    import numpy as np
+
+    from kss.genotype import sample_genotype
+
+    _, kernels = C.kernel_set(cfg)
+    spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
+    genotype = sample_genotype(np.random.default_rng(cfg.seed), kernels, spec.cell_type)
+    module = SpikingClassifier(model=asdict(spec), neuron=asdict(neuron),
+                               optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), genotype=genotype.to_json())
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    data.setup("fit")
+    loader = iter(data.train_dataloader())
+    seconds = images = 0
+    with torch.random.fork_rng():
+        for step in range(steps + 1):
+            images_batch, labels = next(loader)
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(module(images_batch), labels).backward()
+            optimizer.step()
+            if step:  # the first step pays for allocation and kernel selection
+                seconds, images = seconds + time.perf_counter() - start, images + len(labels)
+    fraction = cfg.trainer.get("limit_train_batches") or 1.0
+    epoch_images = len(data.train_set) * (fraction if fraction <= 1 else fraction * cfg.dataset.batch_size / len(data.train_set))
+    return epoch_images * seconds / images
+
+
 def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput) -> dict:
     params = count_params(module.genotype, module.spec, module.neuron)
     assert params == sum(p.numel() for p in module.parameters()), "analytic count drifted from the network"

@@ -159,16 +159,24 @@ def test_launcher_configs_compose(compose_cfg, launcher, target):
 def test_dry_run_prints_the_plan_with_estimates(compose_cfg, tmp_path, capsys):
     done = write_job(tmp_path, [1, 3], 2, 0, acc=0.5)
     (done / "search.json").write_text(json.dumps({"kernels": [1, 3], "iters": 2, "seed": 0, "dataset": "synthetic",
-                                                  "model": {}, "candidates_per_second": 4.0}))
+                                                  "model": {}, "candidates_per_second": 4.0, "candidates_scored": 2}))
     cfg = compose_cfg("kernel_sets=[set1,set3,set5]", "iters=[2]", "dry_run=true", config_name="sweep")
     measured = tmp_path / "earlier"  # a search of set3 at 0.5 candidates/s with the same model
     measured.mkdir()
     (measured / "search.json").write_text(json.dumps({"kernels": [3, 5], "dataset": "synthetic", "candidates_per_second": 0.5,
-                                                      "model": dict(cfg.model)}))
+                                                      "candidates_scored": 4, "model": dict(cfg.model)}))
+    # an all-over-budget search of set3 "ran" at 1000 candidates/s: it scored nothing, so it must not count
+    skipped = tmp_path / "skipped"
+    skipped.mkdir()
+    (skipped / "search.json").write_text(json.dumps({"kernels": [3, 5], "dataset": "synthetic", "candidates_per_second": 1000,
+                                                     "candidates_scored": 0, "model": dict(cfg.model)}))
     run_sweep(cfg, tmp_path, passed=["dataset=synthetic"], hydra_passed=["hydra/launcher=joblib"])
     out = capsys.readouterr().out
-    assert "3 train jobs" in out and "1x1_3x3_2x" in out and "done" in out and "search unknown" in out
+    assert "3 train jobs" in out and "1x1_3x3_2x" in out and "done" in out
     assert "3x3_5x5_2x             seed 0   search ~0.1 min" in out  # 2 candidates / 0.5 per s
+    # set5 was never run: measured here, so the plan has a number, not "unknown"
+    line = next(line for line in out.splitlines() if line.strip().startswith("3x3_7x7_2x"))
+    assert "unknown" not in line and "search ~" in line and "train ~" in line
     assert "hydra/launcher=joblib" in out and not (tmp_path / PLAN).exists()
 
 
