@@ -21,8 +21,24 @@ from kss.runlock import LOCK
 FAILED = "failed.json"
 
 
+def print_config_tree(cfg: DictConfig) -> None:
+    """The resolved config as a rich tree, one branch per top-level group (extras.print_config)."""
+    import rich
+    import rich.syntax
+    import rich.tree
+    from omegaconf import OmegaConf
+
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value) else f"{value}"
+        tree.add(f"[bold]{key}[/bold]").add(rich.syntax.Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
+    rich.print(tree)
+
+
 def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> dict | None:
     try:
+        if cfg.get("extras") and cfg.extras.get("print_config"):
+            print_config_tree(cfg)
         result = task(cfg)
     except KeyboardInterrupt:  # Ctrl-C outside the loops that name what finished
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)

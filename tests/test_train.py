@@ -300,3 +300,28 @@ def test_the_same_seed_trains_to_the_same_metrics(train_cfg, tmp_path):
     a = torch.load(runs[0]["checkpoint"], weights_only=False)["state_dict"]
     b = torch.load(runs[1]["checkpoint"], weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("preset", ["default", "fdr", "limit", "overfit", "profiler"])
+def test_debug_presets_compose(compose_cfg, preset):
+    cfg = compose_cfg(f"debug={preset}", config_name="train", tiny=False)
+    assert cfg.trainer.accelerator == "cpu" and cfg.wandb.mode == "disabled" and cfg.trainer.detect_anomaly
+    expected = {"fdr": ("fast_dev_run", True), "limit": ("limit_train_batches", 4), "overfit": ("overfit_batches", 2),
+                "profiler": ("profiler", "simple"), "default": ("max_epochs", 1)}[preset]
+    assert cfg.trainer[expected[0]] == expected[1]
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit"])
+def test_debug_presets_run_on_the_tiny_config(train_cfg, tmp_path, preset):
+    metrics = run_train(train_cfg(f"debug={preset}", "genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    assert 0 <= metrics["test_acc"] <= 1
+
+
+def test_the_resolved_config_is_printed_as_a_tree_unless_switched_off(compose_cfg, capsys):
+    from kss.cli import run_task
+
+    run_task(lambda cfg: {}, compose_cfg(), "search")
+    out = capsys.readouterr().out
+    assert "config" in out and "kernel_set" in out and "eta_min" not in out  # search config: no training groups
+    run_task(lambda cfg: {}, compose_cfg("extras=none"), "search")
+    assert capsys.readouterr().out == ""
