@@ -4,6 +4,7 @@ inside a sweep, a failing job records why (failed.json) and lets the other jobs 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import shutil
@@ -19,6 +20,7 @@ from kss.errors import Interrupted, KssError
 from kss.runlock import LOCK
 
 FAILED = "failed.json"
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -46,6 +48,13 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
     except Interrupted as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(130)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS or cfg.get("on_error") == "record":
+            raise
+        # files already written stay valid: results are written atomically or line by line
+        print(f"error: could not write {error.filename or 'a result file'}: {error.strerror}; "
+              "free some space or pass a writable hydra.run.dir, then rerun to resume", file=sys.stderr)
+        sys.exit(2)
     except Exception as error:  # noqa: BLE001 - reported, below, in one line or in full
         if cfg.get("on_error") == "record":
             record_failure(cfg, kind, error)

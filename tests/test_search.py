@@ -296,3 +296,27 @@ def test_a_second_process_on_a_locked_run_directory_refuses(compose_cfg, tmp_pat
         holder.kill()
         holder.wait()
     assert run_search(compose_cfg("iters=2"), tmp_path)["candidates_scored"] == 2  # a dead holder frees it
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(compose_cfg, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import kss.search
+    from kss.cli import run_task
+
+    run_search(compose_cfg("iters=2"), tmp_path)  # two finished candidates on disk
+    before = (tmp_path / CANDIDATES).read_text()
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(kss.search, "write_json", full)
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(lambda cfg: run_search(cfg, tmp_path), compose_cfg("iters=3", "extras=none"), "search")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: could not write") and "No space left on device" in err[0]
+    lines_after = (tmp_path / CANDIDATES).read_text().splitlines()
+    assert (tmp_path / CANDIDATES).read_text().startswith(before) and len(lines_after) == 3
+    assert all(json.loads(line) for line in lines_after)  # every line still valid JSON

@@ -325,3 +325,20 @@ def test_the_resolved_config_is_printed_as_a_tree_unless_switched_off(compose_cf
     assert "config" in out and "kernel_set" in out and "eta_min" not in out  # search config: no training groups
     run_task(lambda cfg: {}, compose_cfg("extras=none"), "search")
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_optuna_hparams_search_maximises_validation_accuracy(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+         "hydra.sweeper.sampler.n_startup_trials=1", "dataset=synthetic", "model=tiny", "iters=2", "score.batch_size=16",
+         "genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=1", "wandb.mode=disabled",
+         "progress=false", "extras=none", "optimizer=adam", *TRAIN[-3:], f"hydra.sweep.dir={tmp_path}"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    trials = [json.loads((tmp_path / f"trial_{i}" / METRICS).read_text()) for i in range(2)]
+    assert f"best_value: {max(t['best_val_acc'] for t in trials)}" in best  # validation, not test accuracy
