@@ -16,11 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (
-    LearningRateMonitor,
-    ModelCheckpoint,
-    RichProgressBar,
-)
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -129,6 +125,15 @@ def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
+def optional_callbacks(cfg: DictConfig) -> list:
+    """The `callbacks` group, instantiated; the progress bar only with progress=true."""
+    from hydra.utils import instantiate
+
+    chosen = cfg.get("callbacks") or {}
+    return [instantiate(spec) for name, spec in chosen.items()
+            if spec is not None and (name != "rich_progress_bar" or cfg.progress)]
+
+
 def make_loggers(cfg: DictConfig, out_dir: Path) -> list:
     # A new csv/version_N per session: Lightning's CSV writer would delete an existing metrics.csv.
     loggers = [CSVLogger(out_dir, name="csv")]
@@ -210,9 +215,7 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         monitor="val/acc" if has_val else None, mode="max", save_top_k=1,
     )
     throughput = ImagesSeen()
-    callbacks += [checkpoint, throughput, LearningRateMonitor(logging_interval="epoch")]
-    if cfg.progress:
-        callbacks.append(RichProgressBar())
+    callbacks += [checkpoint, throughput, *optional_callbacks(cfg)]
     loggers = make_loggers(cfg, out_dir)
     try:
         for logger in loggers:

@@ -342,3 +342,25 @@ def test_optuna_hparams_search_maximises_validation_accuracy(tmp_path):
     best = (tmp_path / "optimization_results.yaml").read_text()
     trials = [json.loads((tmp_path / f"trial_{i}" / METRICS).read_text()) for i in range(2)]
     assert f"best_value: {max(t['best_val_acc'] for t in trials)}" in best  # validation, not test accuracy
+
+
+@pytest.mark.parametrize("logger, wandb_mode, tensorboard", [
+    ("wandb", "offline", False), ("csv", "disabled", False), ("tensorboard", "disabled", True),
+    ("many_loggers", "offline", True)])
+def test_logger_presets(compose_cfg, logger, wandb_mode, tensorboard):
+    for config_name in ("search", "train"):
+        cfg = compose_cfg(f"logger={logger}", config_name=config_name, tiny=False)
+        assert (cfg.wandb.mode, cfg.tensorboard) == (wandb_mode, tensorboard)
+
+
+def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
+    from kss.training import optional_callbacks
+
+    cfg = train_cfg("callbacks=early_stopping", "logger=csv", "progress=true")
+    names = sorted(type(c).__name__ for c in optional_callbacks(cfg))
+    assert names == ["EarlyStopping", "LearningRateMonitor", "RichModelSummary", "RichProgressBar"]
+    assert optional_callbacks(train_cfg("callbacks=none")) == []
+    assert "RichProgressBar" not in [type(c).__name__ for c in optional_callbacks(train_cfg("progress=false"))]
+    metrics = run_train(train_cfg("callbacks=early_stopping", "logger=csv", "debug=fdr",
+                                  "genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
+    assert 0 <= metrics["test_acc"] <= 1 and (tmp_path / CHECKPOINTS).is_dir() is not None
