@@ -125,6 +125,10 @@ def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def optional_callbacks(cfg: DictConfig) -> list:
     """The `callbacks` group, instantiated; the progress bar only with progress=true."""
     from hydra.utils import instantiate
@@ -181,7 +185,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
                            "pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
-            log.info("%s is finished (test acc %s); not retraining", out_dir, metrics["test_acc"])
+            log.info("%s is finished (test acc %s); not retraining", out_dir, _pct(metrics["test_acc"]))
             return metrics
     with run_lock(out_dir, cfg.get("lock_wait", False)):
         return _train(cfg, out_dir, done)
@@ -243,8 +247,8 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        log.info("test acc %s (best val %s), %d params, %.0f s", metrics["test_acc"],
-                 metrics["best_val_acc"], metrics["params"], train_seconds)
+        log.info("test acc %s (best val %s), %d params, %.0f s", _pct(metrics["test_acc"]),
+                 _pct(metrics["best_val_acc"]), metrics["params"], train_seconds)
         return metrics
     finally:
         finish_wandb()
