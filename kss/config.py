@@ -116,11 +116,19 @@ def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
+def project_root() -> str:
+    """The folder with conf/ and the scripts (a source checkout), else the current directory."""
+    root = Path(__file__).resolve().parents[1]
+    return str(root if (root / "conf").is_dir() and (root / "train.py").exists() else Path.cwd())
+
+
 def register_resolvers() -> None:
     """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form; `${kss_times:a,b}` = a*b."""
     if not OmegaConf.has_resolver("kss_tag"):
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
     if not OmegaConf.has_resolver("kss_arch"):
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
+    if not OmegaConf.has_resolver("kss_root"):
+        OmegaConf.register_new_resolver("kss_root", project_root)
     if not OmegaConf.has_resolver("kss_times"):  # e.g. eta_min: ${kss_times:${optimizer.lr},0.01}
         OmegaConf.register_new_resolver("kss_times", lambda a, b: float(a) * float(b))

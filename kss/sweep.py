@@ -150,7 +150,7 @@ def probe(cfg: DictConfig, kernels: list[int], candidates: int = 2, steps: int =
 
 
 def print_plan(cfg: DictConfig, the_plan: dict, sweep_dir: Path, command: list[str]) -> None:
-    guesses = estimate(cfg, the_plan, [sweep_dir, Path.cwd() / "outputs"])
+    guesses = estimate(cfg, the_plan, [sweep_dir, Path(cfg.paths.output_dir)])
     done_file = "metrics.json" if cfg.train else "search.json"
     print(f"sweep {cfg.name}: {len(the_plan['jobs'])} {the_plan['kind']} jobs on {cfg.dataset.name} -> {sweep_dir}")
     total, unknown = 0.0, 0

@@ -320,3 +320,20 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(compose_cfg, tmp_pat
     lines_after = (tmp_path / CANDIDATES).read_text().splitlines()
     assert (tmp_path / CANDIDATES).read_text().startswith(before) and len(lines_after) == 3
     assert all(json.loads(line) for line in lines_after)  # every line still valid JSON
+
+
+def test_paths_are_anchored_at_the_project_root_or_kss_root(compose_cfg, monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    monkeypatch.delenv("KSS_ROOT", raising=False)
+    monkeypatch.delenv("KSS_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # not the current directory
+    cfg = compose_cfg(tiny=False)
+    assert cfg.paths.root_dir == str(ROOT) and cfg.dataset.root == str(ROOT / "data")
+    run_dir = OmegaConf.to_container(compose_cfg(tiny=False, hydra=True).hydra.run, resolve=False)["dir"]
+    assert run_dir.startswith("${paths.output_dir}/search/")
+    monkeypatch.setenv("KSS_ROOT", str(tmp_path))
+    moved = compose_cfg(tiny=False)
+    assert moved.paths.output_dir == str(tmp_path / "outputs") and moved.dataset.root == str(tmp_path / "data")
+    monkeypatch.setenv("KSS_DATA_DIR", "/datasets")
+    assert compose_cfg(tiny=False).dataset.root == "/datasets"
