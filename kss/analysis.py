@@ -207,10 +207,15 @@ def paired_against_set1(rows: list[Setting], jobs: list[Job]) -> None:
 
 def verdict(row: Setting) -> str:
     p = row.vs_set1
-    bigger = "larger than" if p["beyond_seed_spread"] else "within"
+    if not p["beyond_seed_spread"]:
+        plain = "within the seed spread: no measurable effect of the kernel sizes"
+    elif p["p_value"] < 0.05:
+        plain = "larger than the seed spread, and significant"
+    else:
+        plain = "larger than the seed spread, but not significant with these seeds"
     return (f"{row.setting} vs {setting_tag([1, 3], row.iters)}: {100 * p['mean_diff']:+.2f} ± {100 * p['std_diff']:.2f} "
             f"points (paired over {p['n']} seeds; seed spread {100 * p['seed_spread']:.2f}, paired t-test p={p['p_value']:.2f}): "
-            f"{bigger} the seed spread.")
+            f"{plain}.")
 
 
 def quality(row: Setting) -> tuple[str, float | None]:
@@ -285,7 +290,8 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
         for job in jobs:
             writer.writerow({**asdict(job), "setting": job.setting})
     shown = ["setting", "dataset", "seeds", "complete", "params_mean", "memory_int8_bytes", "score_mean",
-             "search_seconds_mean", "search_time_normalised", "test_acc_mean", "test_acc_std", "best_val_acc_mean"]
+             "search_seconds_mean", "search_time_normalised", "test_acc_mean", "test_acc_std", "best_val_acc_mean",
+             "best_val_acc_std"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:
         values = asdict(row)
