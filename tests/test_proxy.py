@@ -118,3 +118,21 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(kss.proxy, "evaluate_candidate", fail)
     again = run_proxy(cfg, tmp_path)
     assert again["correlations"] == result["correlations"]
+
+
+def test_study_outputs_and_the_wandb_run(compose_cfg, tmp_path):
+    from kss.proxy import correlations, log_to_wandb, regret, write_outputs
+
+    rng = np.random.default_rng(3)
+    rows = [{"kernel_set": ks, "kernels": k, "index": i, "genotype": {}, "hamming": float(rng.normal()),
+             "naswot": float(rng.normal()), "params": int(rng.integers(1000, 2000)), "random": float(rng.random()),
+             "val_acc": float(rng.random()), "val_acc_long": None}
+            for ks, k in (("set1", [1, 3]), ("set3", [3, 5])) for i in range(4)]
+    result = {"settings": {"epochs": 1, "train_fraction": 1.0}, "n": len(rows),
+              "correlations": correlations(rows, "val_acc", 50, 0), "regret": regret(rows),
+              "seed_noise": {}, "budget": {"n": 0, "short": {}, "long": {}}}
+    write_outputs(tmp_path, rows, result)
+    assert {"proxy.csv", "proxy.json", "proxy.md", "proxy.png", "proxy_ranks.png"} <= {p.name for p in tmp_path.iterdir()}
+    log_to_wandb(compose_cfg("wandb.mode=offline", "name=unit", config_name="proxy"), tmp_path, rows, result)
+    run = next((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(run.glob("*.wandb"))  # the run's data: the table, both plots and the summary
