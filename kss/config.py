@@ -87,6 +87,14 @@ def check_budget(max_params) -> None:
         raise KssError(f"budget.max_params must be > 0 (got {max_params}); use null for no budget")
 
 
+def job_config(cfg: DictConfig, **overrides) -> DictConfig:
+    """A copy of `cfg` with one job's settings (dotted keys), for tasks that run jobs in-process."""
+    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in overrides.items():
+        OmegaConf.update(job, key, value, force_add=True)
+    return job
+
+
 def run_dir() -> Path:
     """The running Hydra job's output directory."""
     from hydra.core.hydra_config import HydraConfig

@@ -39,15 +39,21 @@ PROXIES = ("hamming", "naswot", "params", "random")
 PICKS = "picks.json"
 
 
+def spread(items: list[dict], n: int, key: str) -> list[dict]:
+    """n distinct items at evenly spaced ranks of `key`: the lowest, ..., the highest (n <= len(items))."""
+    ranked = sorted(items, key=lambda r: (r[key], r["index"]))
+    positions = np.unique(np.linspace(0, len(ranked) - 1, n).round().astype(int))
+    return [ranked[p] for p in positions]
+
+
 def pick_spread(records: list[dict], n: int) -> list[dict]:
     """n distinct scored candidates at evenly spaced score ranks: the lowest, ..., the best."""
-    scored = sorted((r for r in records if r["status"] == "scored"), key=lambda r: (r["score"], r["index"]))
+    scored = [r for r in records if r["status"] == "scored"]
     if not scored:
         raise KssError("the search scored no candidate (all over budget or non-finite); raise budget.max_params or iters")
     if n > len(scored):
         raise KssError(f"per_set={n} but the search scored only {len(scored)} candidates; raise iters or lower per_set")
-    positions = np.unique(np.linspace(0, len(scored) - 1, n).round().astype(int))
-    return [scored[p] for p in positions]
+    return spread(scored, n, "score")
 
 
 def check_study(cfg: DictConfig, kernel_sets: list) -> None:
@@ -63,14 +69,6 @@ def check_study(cfg: DictConfig, kernel_sets: list) -> None:
         raise KssError(f"proxy.long_factor and proxy.seeds must be >= 1 (got {p.long_factor}, {p.seeds})")
 
 
-def job_config(cfg: DictConfig, **overrides) -> DictConfig:
-    """The study's config with one job's settings: kss.search and kss.training take it as their own."""
-    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    for key, value in overrides.items():
-        OmegaConf.update(job, key, value, force_add=True)
-    return job
-
-
 def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> list[dict]:
     """Search each kernel set, pick across its score range, compute every proxy of the picks."""
     path = out_dir / PICKS
@@ -80,10 +78,10 @@ def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> 
         if saved.get("settings") == settings:
             return saved["picks"]
         raise KssError(f"{path} holds picks of other settings; pass hydra.run.dir=<new dir> or name=<new name>")
-    data = C.data_module(job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]}))
+    data = C.data_module(C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]}))
     picks = []
     for kernels in kernel_sets:
-        job = job_config(cfg, **{"kernel_set.kernels": kernels})
+        job = C.job_config(cfg, **{"kernel_set.kernels": kernels})
         setup = setup_from_config(job, data)
         search_dir = out_dir / "search" / C.setting_tag(kernels, cfg.iters)
         search(setup, data, search_dir, device, progress=cfg.progress)
@@ -110,7 +108,7 @@ def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: in
     genotype_file.parent.mkdir(parents=True, exist_ok=True)
     if not genotype_file.exists():
         write_json(genotype_file, pick["genotype"])
-    job = job_config(cfg, **{
+    job = C.job_config(cfg, **{
         "kernel_set.kernels": pick["kernels"], "genotype": str(genotype_file), "seed": seed,
         "trainer.max_epochs": epochs, "trainer.limit_train_batches": cfg.proxy.train_fraction,
         "test": False, "search_only": False, "wandb.group": cfg.name,
@@ -182,15 +180,12 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
     # Budget: a subset spread over the score range, trained long_factor x longer.
     long_epochs = p.epochs * p.long_factor
-    subset = pick_spread([{**r, "score": r["hamming"], "status": "scored"} for r in rows], min(p.long_archs, len(rows)))
-    long_rows = []
-    for row in subset:
-        progress(f"{row['kernel_set']} #{row['index']}, {long_epochs} epochs")
-        long_rows.append({k: v for k, v in row.items() if k not in ("score", "status")}
-                         | {"val_acc_long": train_pick(cfg, out_dir, row, cfg.seed, long_epochs)})
     for row in rows:
-        match = next((r for r in long_rows if (r["kernel_set"], r["index"]) == (row["kernel_set"], row["index"])), None)
-        row["val_acc_long"] = match["val_acc_long"] if match else None
+        row["val_acc_long"] = None
+    long_rows = spread(rows, min(p.long_archs, len(rows)), "hamming")
+    for row in long_rows:  # the same dicts as in rows: their long accuracy shows in proxy.csv
+        progress(f"{row['kernel_set']} #{row['index']}, {long_epochs} epochs")
+        row["val_acc_long"] = train_pick(cfg, out_dir, row, cfg.seed, long_epochs)
 
     resamples, seed = p.bootstrap, cfg.seed
     result = {

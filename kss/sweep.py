@@ -134,9 +134,8 @@ def probe(cfg: DictConfig, kernels: list[int], candidates: int = 2, steps: int =
     from kss.search import evaluate_candidate, setup_from_config
     from kss.training import probe_epoch_seconds
 
-    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    OmegaConf.update(job, "kernel_set.kernels", kernels)
-    OmegaConf.update(job, "iters", candidates)  # a sweep's iters is a list; a job's is one number
+    # a sweep's iters is a list; a job's is one number
+    job = C.job_config(cfg, **{"kernel_set.kernels": kernels, "iters": candidates})
     data = C.data_module(job)
     setup = setup_from_config(job, data)
     batches = data.search_batches(setup.batch_size, setup.repeats, setup.seed)
