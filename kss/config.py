@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kss.errors import KssError
 from kss.network import ModelSpec, check_kernels
@@ -43,9 +43,16 @@ def neuron_spec(cfg: DictConfig) -> NeuronSpec:
     return NeuronSpec(**OmegaConf.to_container(cfg.neuron, resolve=True))
 
 
+def model_fields(cfg: DictConfig) -> dict:
+    """The model preset's shape settings (model.compile is how training runs it, not what it is)."""
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    fields.pop("compile", None)
+    return fields
+
+
 def model_spec(cfg: DictConfig, data) -> ModelSpec:
     """The model preset, completed with the data's shape."""
-    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    fields = model_fields(cfg)
     return ModelSpec(
         in_channels=data.in_channels, image_size=data.image_size, num_classes=data.num_classes, **fields
     )
@@ -95,6 +102,17 @@ def job_config(cfg: DictConfig, **overrides) -> DictConfig:
     return job
 
 
+TRAINING_GROUPS = ("optimizer", "scheduler", "trainer")
+
+
+def without_training(cfg: DictConfig) -> DictConfig:
+    """A search's config without the training settings an experiment preset brings along."""
+    with open_dict(cfg):
+        for group in TRAINING_GROUPS:
+            cfg.pop(group, None)
+    return cfg
+
+
 def run_dir() -> Path:
     """The running Hydra job's output directory."""
     from hydra.core.hydra_config import HydraConfig
@@ -130,6 +148,12 @@ def project_root() -> str:
     return str(root if (root / "conf").is_dir() and (root / "train.py").exists() else Path.cwd())
 
 
+def list_groups(*groups: str) -> str:
+    """'group: option, option' lines for --help: only the groups a command reads (Hydra's own list has them all)."""
+    conf = Path(project_root()) / "conf"
+    return "\n".join(f"{g}: {', '.join(sorted(f.stem for f in (conf / g).glob('*.yaml')))}" for g in groups)
+
+
 def register_resolvers() -> None:
     """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form; `${kss_times:a,b}` = a*b."""
     if not OmegaConf.has_resolver("kss_tag"):
@@ -138,5 +162,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
     if not OmegaConf.has_resolver("kss_root"):
         OmegaConf.register_new_resolver("kss_root", project_root)
+    if not OmegaConf.has_resolver("kss_groups"):  # --help: ${kss_groups:dataset,model,...}
+        OmegaConf.register_new_resolver("kss_groups", list_groups)
     if not OmegaConf.has_resolver("kss_times"):  # e.g. eta_min: ${kss_times:${optimizer.lr},0.01}
         OmegaConf.register_new_resolver("kss_times", lambda a, b: float(a) * float(b))

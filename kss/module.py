@@ -23,9 +23,10 @@ from kss.neurons import NeuronSpec
 
 class SpikingClassifier(L.LightningModule):
     def __init__(self, model: dict, neuron: dict, optimizer: dict, scheduler: dict | None = None,
-                 genotype: dict | None = None):
+                 genotype: dict | None = None, compile: bool = False):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["compile"])  # a checkpoint loads whether or not it was compiled
+        self.compile_network = compile
         self.spec, self.neuron = ModelSpec(**model), NeuronSpec(**neuron)
         if not optimizer.get("lr", 1) > 0:
             raise KssError(f"optimizer.lr must be > 0 (got {optimizer.get('lr')})")
@@ -53,6 +54,8 @@ class SpikingClassifier(L.LightningModule):
         if self.hparams.genotype is None:
             raise KssError("no architecture: pass genotype=<file or name>, or train with the search callback")
         self.net = build_network(self.genotype, self.spec, self.neuron)
+        if self.compile_network:  # in place: the state dict keeps its keys, checkpoints stay interchangeable
+            self.net.compile()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint of another architecture or dataset, in one line."""

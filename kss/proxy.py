@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from kss import config as C
 from kss.errors import KssError
@@ -191,7 +191,7 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     result = {
         "settings": {"kernel_sets": kernel_sets, "per_set": p.per_set, "iters": cfg.iters, "epochs": p.epochs,
                      "train_fraction": p.train_fraction, "long_epochs": long_epochs, "seeds": p.seeds,
-                     "dataset": cfg.dataset.name, "model": OmegaConf.to_container(cfg.model, resolve=True)},
+                     "dataset": cfg.dataset.name, "model": C.model_fields(cfg)},
         "n": len(rows),
         "correlations": correlations(rows, "val_acc", resamples, seed),
         "regret": regret(rows),

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kss.analysis import PLAN, analyse
-from kss.config import KERNEL_SETS, check_budget, run_dir, setting_tag
+from kss.config import KERNEL_SETS, check_budget, model_fields, run_dir, setting_tag
 from kss.errors import KssError
 from kss.network import check_kernels
 
@@ -92,7 +92,7 @@ def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[s
 
 def estimate(cfg: DictConfig, the_plan: dict, search_roots: list[Path]) -> dict[str, tuple]:
     """Seconds per job from earlier runs with the same dataset and model: candidates/s and images/s."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model = model_fields(cfg)
     rates: dict[tuple, list[float]] = {}
     images_per_second = []
     for root in search_roots:

@@ -212,6 +212,7 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) or None,
         genotype=genotype.to_json() if genotype else None,
+        compile=bool(cfg.model.get("compile", False)),
     )
     has_val = cfg.dataset.val_size > 0
     checkpoint = ModelCheckpoint(

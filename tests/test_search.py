@@ -337,3 +337,29 @@ def test_paths_are_anchored_at_the_project_root_or_kss_root(compose_cfg, monkeyp
     assert moved.paths.output_dir == str(tmp_path / "outputs") and moved.dataset.root == str(tmp_path / "data")
     monkeypatch.setenv("KSS_DATA_DIR", "/datasets")
     assert compose_cfg(tiny=False).dataset.root == "/datasets"
+
+
+def test_search_help_lists_only_what_a_search_reads():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
+    assert {"kernel_set", "iterations", "dataset", "model", "neuron", "score", "experiment"} <= listed
+    assert not listed & {"optimizer", "scheduler", "trainer", "callbacks", "debug", "hparams_search"}
+    assert "set1, set2, set3, set4, set5, set6" in groups
+
+
+def test_experiment_presets_compose_with_search(compose_cfg, tmp_path):
+    from kss.config import without_training
+
+    cfg = compose_cfg("experiment=fmnist_cpu", tiny=False)
+    assert (cfg.dataset.name, cfg.model.c1, cfg.iters, cfg.score.batch_size) == ("fashion_mnist", 16, 50, 128)
+    assert not {"optimizer", "scheduler", "trainer"} & set(without_training(cfg))
+    for preset in ("paper_cifar10", "paper_cifar100"):
+        assert compose_cfg(f"experiment={preset}", tiny=False).model.sap == 4
+    # the preset's training settings still reach train.py
+    assert compose_cfg("experiment=fmnist_cpu", config_name="train", tiny=False).optimizer._target_.endswith("AdamW")
+    summary = run_search(without_training(compose_cfg("experiment=fmnist_cpu", "dataset=synthetic", "model=tiny",
+                                                      "dataset.val_size=32", "iters=2", "score.batch_size=8",
+                                                      "wandb.mode=disabled")), tmp_path)
+    assert summary["iters"] == 2 and summary["best_genotype"]

@@ -266,3 +266,16 @@ def test_kernel_sets_are_compared_with_set1_paired_by_seed(tmp_path):
     assert "5x5_7x7_50x vs 1x1_3x3_50x" in text and "within the seed spread" in text
     # selection uses validation accuracy, never the test split
     assert result["selection"]["metric"] == "best_val_acc"
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_tiny_multirun(tmp_path):
+    """Only where the launchers extra is installed (Ray is large, so CI's dev extra leaves it out)."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    result = subprocess.run(
+        [sys.executable, "search.py", "-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+         "kernel_set=set1,set3", "iters=2", "dataset=synthetic", "model=tiny", "score.batch_size=8",
+         "wandb.mode=disabled", "extras=none", "progress=false", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(tmp_path.glob("*/search.json"))) == 2

@@ -364,3 +364,22 @@ def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
     metrics = run_train(train_cfg("callbacks=early_stopping", "logger=csv", "debug=fdr",
                                   "genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
     assert 0 <= metrics["test_acc"] <= 1 and (tmp_path / CHECKPOINTS).is_dir() is not None
+
+
+def test_compile_switch_compiles_the_network_in_place(train_cfg):
+    from dataclasses import asdict
+
+    from kss.genotype import load_genotype
+    from kss.training import run_settings
+
+    cfg = train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "model.compile=true")
+    data = C.data_module(cfg)
+    spec = C.model_spec(cfg, data)  # compile is not part of the network's shape
+    eager = SpikingClassifier(model=asdict(spec), neuron=asdict(C.neuron_spec(cfg)), optimizer={"lr": 0.1},
+                              genotype=load_genotype("snasnet_cifar10").to_json())
+    compiled = SpikingClassifier(model=asdict(spec), neuron=asdict(C.neuron_spec(cfg)), optimizer={"lr": 0.1},
+                                 genotype=load_genotype("snasnet_cifar10").to_json(), compile=True)
+    assert compiled.net._compiled_call_impl is not None and eager.net._compiled_call_impl is None
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
+    assert "compile" not in compiled.hparams
+    assert run_settings(cfg)["model"]["compile"] is True  # a rerun with another setting is refused, not mixed

@@ -1,0 +1,71 @@
+"""Training step images/s, eager vs torch.compile (model.compile=true), measured in one run.
+
+python benchmarks/compile_speed.py [--preset cpu|tiny] [--batch 128] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kss.genotype import load_genotype  # noqa: E402
+from kss.network import ModelSpec, build_network  # noqa: E402
+from kss.neurons import NeuronSpec  # noqa: E402
+
+PRESETS = {  # Fashion-MNIST's shape; conf/model/{cpu,tiny}.yaml widths
+    "cpu": dict(in_channels=1, image_size=28, num_classes=10, c1=16, c2=32, hidden=256, timesteps=4, dropout=0.2),
+    "tiny": dict(in_channels=1, image_size=16, num_classes=10, c1=4, c2=8, hidden=32, population=20, timesteps=2,
+                 dropout=0.0),
+}
+
+
+def images_per_second(net, images, labels, steps: int) -> tuple[float, float]:
+    """(seconds of the first step, i.e. compilation included; images/s over the next `steps`)."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(net(images), labels).backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    step()  # a second warm-up: some graphs are specialised on the second call
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return first, steps * len(images) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu", choices=PRESETS)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    spec, neuron = ModelSpec(**PRESETS[args.preset], cell_type="backward"), NeuronSpec()
+    genotype = load_genotype("snasnet_cifar10")  # SNASNet's CIFAR-10 cell, at this preset's widths
+    torch.manual_seed(0)
+    images = torch.rand(args.batch, spec.in_channels, spec.image_size, spec.image_size)
+    labels = torch.randint(0, spec.num_classes, (args.batch,))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}")
+    rows = {}
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        net = build_network(genotype, spec, neuron).train()
+        if mode == "compiled":
+            net.compile()
+        rows[mode] = images_per_second(net, images, labels, args.steps)
+        print(f"{mode:9s} first step {rows[mode][0]:6.1f} s   {rows[mode][1]:7.1f} img/s")
+    print(f"compiled / eager: {rows['compiled'][1] / rows['eager'][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
