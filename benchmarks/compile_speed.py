@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.genotype import load_genotype  # noqa: E402
+from kss.genotype import load_genotype, sample_genotype  # noqa: E402
 from kss.network import ModelSpec, build_network  # noqa: E402
 from kss.neurons import NeuronSpec  # noqa: E402
 
@@ -49,13 +50,17 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu", choices=PRESETS)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--cell-type", default="forward", choices=["forward", "backward"])
     args = parser.parse_args()
-    spec, neuron = ModelSpec(**PRESETS[args.preset], cell_type="backward"), NeuronSpec()
-    genotype = load_genotype("snasnet_cifar10")  # SNASNet's CIFAR-10 cell, at this preset's widths
+    spec, neuron = ModelSpec(**PRESETS[args.preset], cell_type=args.cell_type), NeuronSpec()
+    # forward: a candidate of kernel set (3, 5); backward: SNASNet's published CIFAR-10 cell
+    genotype = (sample_genotype(np.random.default_rng(0), [3, 5], "forward") if args.cell_type == "forward"
+                else load_genotype("snasnet_cifar10"))
     torch.manual_seed(0)
     images = torch.rand(args.batch, spec.in_channels, spec.image_size, spec.image_size)
     labels = torch.randint(0, spec.num_classes, (args.batch,))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}, "
+          f"{args.cell_type} cell {genotype}", flush=True)
     rows = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
@@ -63,7 +68,7 @@ def main() -> None:
         if mode == "compiled":
             net.compile()
         rows[mode] = images_per_second(net, images, labels, args.steps)
-        print(f"{mode:9s} first step {rows[mode][0]:6.1f} s   {rows[mode][1]:7.1f} img/s")
+        print(f"{mode:9s} first step {rows[mode][0]:6.1f} s   {rows[mode][1]:7.1f} img/s", flush=True)
     print(f"compiled / eager: {rows['compiled'][1] / rows['eager'][1]:.2f}x")
 
 

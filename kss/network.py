@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from spikingjelly.activation_based import functional, layer
+import torch.nn.functional as F
 from torch import nn
 
+from kss import fused
 from kss.errors import KssError
 from kss.genotype import NODES, Genotype, conv_kernel
 from kss.neurons import NeuronSpec
@@ -100,9 +102,22 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.per_step and self.training and x_seq.shape[0] > 1:
+            if not torch.is_grad_enabled() and x_seq.is_contiguous():
+                return self._per_step_into(x_seq)
             # cat keeps channels-last, where stack would not
             return torch.cat([super(SeqBatchNorm2d, self).forward(x) for x in x_seq]).unflatten(0, x_seq.shape[:2])
         return super().forward(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
+
+    def _per_step_into(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The same per-step kernel calls, each writing its slice of one output (no cat copy)."""
+        out = torch.empty_like(x_seq)
+        mean, invstd = x_seq.new_empty(0), x_seq.new_empty(0)  # the kernel's saved statistics (distinct buffers)
+        for x, y in zip(x_seq, out):
+            self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does before each call
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            torch.ops.aten.native_batch_norm.out(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                                 True, momentum, self.eps, out=y, save_mean=mean, save_invstd=invstd)
+        return out
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", per_step={self.per_step}"
@@ -120,11 +135,30 @@ def make_op(op: str, channels: int, neuron: NeuronSpec, per_step: bool) -> nn.Mo
     if op == "skip":
         return nn.Identity()
     if op == "avgpool3":
-        return layer.SeqToANNContainer(nn.AvgPool2d(3, stride=1, padding=1))
+        return SeqAvgPool3()
     kernel = conv_kernel(op)
     if kernel is None:
         raise KssError(f"unknown op {op!r}")
     return nn.Sequential(neuron.make("m"), conv_bn(channels, channels, kernel, per_step))
+
+
+class SeqAvgPool3(nn.Module):
+    """3x3 average pool (stride 1, zero padding counted) over [T, B, C, H, W].
+
+    A time-constant input (the stem's output, expanded over T) is pooled once, not T times.
+    """
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if _time_constant(x_seq):
+            return self(x_seq[:1]).expand(x_seq.shape)
+        x = x_seq.flatten(0, 1)
+        y = fused.avg_pool3(x) if fused.active(x) else F.avg_pool2d(x, 3, stride=1, padding=1)
+        return y.unflatten(0, x_seq.shape[:2])
+
+
+def _time_constant(x_seq: torch.Tensor) -> bool:
+    """An expanded view: the same value at every timestep."""
+    return x_seq.shape[0] > 1 and x_seq.stride(0) == 0
 
 
 class Cell(nn.Module):
@@ -165,7 +199,11 @@ class Cell(nn.Module):
 
 
 def _add(a, b):
-    return b if a is None else a if b is None else a + b
+    if a is None or b is None:
+        return b if a is None else a
+    if _time_constant(a) and _time_constant(b):  # e.g. stem + pooled stem: add once, not T times
+        return (a[:1] + b[:1]).expand(torch.broadcast_shapes(a.shape, b.shape))
+    return a + b
 
 
 def _or_zeros(value, like: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
+from kss import fused
+
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 
 
@@ -66,18 +68,29 @@ def _lif_no_grad(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau
     return spikes, v
 
 
+def _own_path(node: neuron.BaseNode, x_seq: torch.Tensor) -> bool:
+    """No-grad, CPU, the update _lif_no_grad implements; elsewhere (training, CUDA with
+    spikingjelly's fused kernels) spikingjelly runs its own."""
+    return not torch.is_grad_enabled() and x_seq.device.type == "cpu" and node.decay_input and node.v_reset is not None
+
+
+def _lif_sequence(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
+    run = fused.lif if fused.active(x_seq) else _lif_no_grad
+    return run(x_seq, v, v_threshold, v_reset, tau=tau, rate=rate)
+
+
 class LIF(neuron.LIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        if torch.is_grad_enabled() or not self.decay_input or self.v_reset is None:
+        if not _own_path(self, x_seq):
             return super().multi_step_forward(x_seq, *args, **kwargs)
-        spikes, self.v = _lif_no_grad(x_seq, self.v, self.v_threshold, self.v_reset, tau=self.tau)
+        spikes, self.v = _lif_sequence(x_seq, self.v, self.v_threshold, self.v_reset, tau=self.tau)
         return spikes
 
 
 class PLIF(neuron.ParametricLIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        if torch.is_grad_enabled() or not self.decay_input or self.v_reset is None:
+        if not _own_path(self, x_seq):
             return super().multi_step_forward(x_seq, *args, **kwargs)
-        spikes, self.v = _lif_no_grad(x_seq, self.v, self.v_threshold, self.v_reset, rate=self.w.sigmoid())
+        spikes, self.v = _lif_sequence(x_seq, self.v, self.v_threshold, self.v_reset, rate=self.w.sigmoid())
         return spikes
 

@@ -9,6 +9,7 @@ to the last bit. Kernels are registered by name so the config can pick one (`sco
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from spikingjelly.activation_based import monitor
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
+from kss import fused
 from kss.errors import KssError
 
 KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -100,11 +102,41 @@ def mean_kernel(per_layer: list[torch.Tensor]) -> torch.Tensor:
     return total / count
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def arithmetic(precision: str, device: torch.device):
+    """fp32: true fp32 everywhere (cuDNN's default TF32 convolutions off: the reference's bits);
+    tf32: CUDA's TF32 matmuls and convolutions; bf16: autocast (convolutions and matmuls in bf16)."""
+    if precision not in PRECISIONS:
+        raise KssError(f"unknown score.precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "tf32" and device.type != "cuda":
+        raise KssError("score.precision=tf32 needs a CUDA device; use fp32 or bf16 on this machine")
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    tf32 = precision == "tf32"
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 @torch.no_grad()
-def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamming") -> float:
+def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamming", fused_blocks: bool = False,
+                  precision: str = "fp32") -> float:
     """Mean over batches of log|det K|, K the mean kernel over all (spiking layer, timestep) pairs.
 
     The network stays in train mode (BN uses batch statistics, dropout is on), as in SNASNet.
+    fused_blocks: run LIF and pooling through kss.fused's compiled blocks (same bits, faster on CPU).
+    precision: see `arithmetic`; only fp32 is the reference's to the bit.
     """
     if kind not in KERNELS:
         raise KssError(f"unknown score kind {kind!r}; use one of {', '.join(KERNELS)}")
@@ -119,7 +151,8 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
         scores = []
         for images in batches:
             recorder.clear_recorded_data()
-            net(images)  # the network resets its neurons at the start of forward
+            with fused.enabled(fused_blocks), arithmetic(precision, images.device):
+                net(images)  # the network resets its neurons at the start of forward
             if not recorder.records:
                 raise KssError("the network has no spiking layer to score")
             # Module order is SNASNet's call order within a timestep; a layer called once per

@@ -34,7 +34,7 @@ from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
 from kss.params import check_budget_reachable, count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.score import KERNELS, score_network
+from kss.score import KERNELS, PRECISIONS, score_network
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class SearchSetup:
     repeats: int = 2
     max_params: float | None = None
     data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
+    precision: str = "fp32"  # score.precision: fp32 (the reference's bits) | tf32 | bf16
+    fused: bool | str = "auto"  # score.fused: compiled LIF/pool blocks; the same bits, so not a setting
+
+    FUSED_FROM = 100  # candidates: below this, compiling (~10 s per layer shape on a CPU) does not pay off
 
     def __post_init__(self):
         if not isinstance(self.iters, int) or self.iters <= 0:
@@ -67,6 +71,10 @@ class SearchSetup:
             raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
+        if self.precision not in PRECISIONS:
+            raise KssError(f"unknown score.precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.fused not in ("auto", True, False):
+            raise KssError(f"score.fused must be auto, true or false (got {self.fused!r})")
         C.check_budget(self.max_params)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
@@ -75,6 +83,7 @@ class SearchSetup:
         """What the results depend on (iters is not: a longer search extends a shorter one)."""
         data = asdict(self)
         data.pop("iters")
+        data.pop("fused")  # bit-identical either way (tests/test_equivalence.py)
         return json.loads(json.dumps(data))
 
 
@@ -93,7 +102,16 @@ def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
         repeats=cfg.score.repeats,
         max_params=cfg.budget.max_params,
         data_split=C.data_split(cfg),
+        precision=cfg.score.get("precision", "fp32"),
+        fused=cfg.score.get("fused", "auto"),
     )
+
+
+def use_fused(setup: SearchSetup, device: torch.device) -> bool:
+    """score.fused=auto: on a CPU, for searches long enough to pay for compiling."""
+    if setup.fused == "auto":
+        return device.type == "cpu" and setup.iters >= setup.FUSED_FROM
+    return bool(setup.fused) and device.type == "cpu"
 
 
 def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
@@ -102,7 +120,7 @@ def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
     return np.random.default_rng(sample_seq), int(init_seq.generate_state(1, np.uint64)[0] % 2**63)
 
 
-def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device) -> dict:
+def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device, fused_blocks: bool = False) -> dict:
     """One line of candidates.jsonl."""
     start = time.perf_counter()
     rng, init_seed = candidate_rngs(setup.seed, index)
@@ -114,7 +132,7 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
                          "seconds": time.perf_counter() - start}
     torch.manual_seed(init_seed)
     net = scoring_network(genotype, setup.spec, setup.neuron).to(device)
-    score = score_network(net, batches, setup.score)
+    score = score_network(net, batches, setup.score, fused_blocks, setup.precision)
     status = "scored" if math.isfinite(score) else "non_finite"
     return record | {
         "status": status,
@@ -179,6 +197,8 @@ def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
         "seed": setup.seed,
         "dataset": setup.dataset,
         "score_kind": setup.score,
+        "precision": setup.precision,
+        "fused": use_fused(setup, device),
         "best_index": best["index"] if best else None,
         "best_genotype": best["genotype"] if best else None,
         "best_score": best["score"] if best else None,
@@ -243,9 +263,10 @@ def _score_candidates(setup: SearchSetup, data, device, progress: bool, records:
         desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
     )
     first = len(records)
+    fast = use_fused(setup, device)
     with bar, open(candidates_path, "a") as sink, _interruptible(records, setup.iters):
         for index in range(len(records), setup.iters):
-            record = evaluate_candidate(setup, index, batches, device)
+            record = evaluate_candidate(setup, index, batches, device, fast)
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             os.fsync(sink.fileno())

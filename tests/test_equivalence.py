@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from kss import fused
 from kss.genotype import Genotype, load_genotype, sample_genotype
 from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
@@ -65,12 +66,15 @@ def images(seed, batch=32, size=16):
     return torch.randn(batch, SPEC["in_channels"], size, size, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("fused_blocks", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("genotype, kernels", genotypes())
-def test_spikes_and_score_equal_the_reference(genotype, kernels):
+def test_spikes_and_score_equal_the_reference(genotype, kernels, fused_blocks):
+    """Every fast path of the scoring forward (kss.fused's compiled blocks included) gives the reference's bits."""
     net, ref, pairs = build_pair(genotype, kernels)
     batches = [images(1), images(2)]
 
-    flips, total, classifier, kss_logits, ref_logits = spike_flips(net, ref, pairs, batches[0])
+    with fused.enabled(fused_blocks):
+        flips, total, classifier, kss_logits, ref_logits = spike_flips(net, ref, pairs, batches[0])
     assert total > 0 and len(pairs) >= 3
     assert 0 < classifier.mean() < 1  # the last spiking layer is neither silent nor saturated
     assert flips == 0, f"{flips} of {total} spikes differ"
@@ -79,7 +83,7 @@ def test_spikes_and_score_equal_the_reference(genotype, kernels):
     torch.manual_seed(9)
     ref_r = reference_score(ref, batches)
     torch.manual_seed(9)
-    kss_r = score_network(net, batches, "hamming")
+    kss_r = score_network(net, batches, "hamming", fused_blocks=fused_blocks)
     assert np.isfinite(ref_r)
     assert kss_r == ref_r  # bit for bit: same float32 kernels, same float64 summation order, same slogdet
 
@@ -132,3 +136,17 @@ def test_dropout_mask_is_shared_across_timesteps_and_renewed_per_forward():
         assert set(mask.unique().tolist()) == {0.0, 2.0}
         assert torch.equal(y_seq, x_seq * mask)
     assert not torch.equal(seen[0][2], seen[1][2]), "dropout mask not renewed between forwards"
+
+
+@torch.no_grad()
+def test_fused_blocks_are_bitwise_the_eager_ops():
+    """Membrane potentials too, not just spikes: a rewrite such as x * (1 / tau) for x / tau fails here."""
+    from kss.neurons import _lif_no_grad
+
+    x = torch.randn(3, 64, 8, 32, 32, generator=torch.Generator().manual_seed(0)) * 2
+    for kwargs in (dict(tau=4.0 / 3.0), dict(rate=torch.tensor(0.75).sigmoid())):
+        eager_spikes, eager_v = _lif_no_grad(x, 0.0, 1.0, 0.0, **kwargs)
+        fused_spikes, fused_v = fused.lif(x, 0.0, 1.0, 0.0, **kwargs)
+        assert torch.equal(eager_spikes, fused_spikes) and torch.equal(eager_v, fused_v)
+    pooled = torch.nn.functional.avg_pool2d(x[0], 3, stride=1, padding=1)
+    assert torch.equal(fused.avg_pool3(x[0]), pooled)
