@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 from pathlib import Path
 
@@ -168,4 +169,5 @@ def finish_command(out_dir: Path, shard: int) -> str:
         settings = " ".join(shlex.quote(o) for o in passed)
     else:  # called from Python, not from search.py
         settings = "<the same settings>"
-    return f"python search.py {settings} shard={shard} hydra.run.dir={shlex.quote(str(out_dir))}"
+    where = str(out_dir) if re.fullmatch(r"[\w/.:+-]+", str(out_dir)) else f'"{out_dir}"'  # a multirun's a=b,c/
+    return f"python search.py {settings} shard={shard} {shlex.quote('hydra.run.dir=' + where)}"

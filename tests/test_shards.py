@@ -254,10 +254,10 @@ def test_shards_in_parallel_in_one_multirun_equal_the_unsharded_search(compose_c
 
 @pytest.mark.slow
 def test_cli_reports_a_missing_shard_with_a_command_that_finishes_it(compose_cfg, tmp_path):
-    run = tmp_path / "run"
-    first = run_cli(*TINY_CLI, "iters=4", "shards=2", "shard=0", f"hydra.run.dir={run}")
+    run = tmp_path / "iters=4,shards=2"  # as a multirun names its folders
+    first = run_cli(*TINY_CLI, "iters=4", "shards=2", "shard=0", f'hydra.run.dir="{run}"')
     assert first.returncode == 0, first.stderr
-    report = run_cli(*TINY_CLI, "iters=4", "shards=2", f"hydra.run.dir={run}")
+    report = run_cli(*TINY_CLI, "iters=4", "shards=2", f'hydra.run.dir="{run}"')
     assert report.returncode == 2 and "Traceback" not in report.stderr
     last = report.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: the sharded search in {run} is not complete: shard-1-of-2 (not started, 2 candidates): ")
