@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from kss.config import run_dir
 from kss.errors import Interrupted, KssError
-from kss.runlock import LOCK
+from kss.runlock import is_lock_file
 
 FAILED = "failed.json"
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
@@ -71,9 +71,9 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
 
 def discard_if_untouched(out_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote for this refused command
-    (.hydra/ and the job log), so bad input leaves nothing behind; anything else stays."""
-    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log", LOCK}
-    if not out_dir.is_dir() or any(p.name not in hydra_files for p in out_dir.iterdir()):
+    (.hydra/, the job log, lock files), so bad input leaves nothing behind; anything else stays."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if not out_dir.is_dir() or any(p.name not in hydra_files and not is_lock_file(p.name) for p in out_dir.iterdir()):
         return
     shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
     for p in out_dir.iterdir():

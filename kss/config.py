@@ -164,5 +164,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kss_root", project_root)
     if not OmegaConf.has_resolver("kss_groups"):  # --help: ${kss_groups:dataset,model,...}
         OmegaConf.register_new_resolver("kss_groups", list_groups)
+    if not OmegaConf.has_resolver("kss_hydra_subdir"):  # shards sharing a run directory keep their own .hydra/
+        OmegaConf.register_new_resolver(
+            "kss_hydra_subdir", lambda shard, shards: ".hydra" if shard is None else f".hydra/shard-{shard}-of-{shards}")
     if not OmegaConf.has_resolver("kss_times"):  # e.g. eta_min: ${kss_times:${optimizer.lr},0.01}
         OmegaConf.register_new_resolver("kss_times", lambda a, b: float(a) * float(b))

@@ -5,7 +5,9 @@ bad sizes) is raised as a one-line KssError instead of a library traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import lightning
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import datasets as tvd
@@ -153,6 +156,14 @@ class KssDataModule(lightning.LightningDataModule):
         ds = tvd.FashionMNIST(str(self.root), train=train, download=self.download)
         return ds.data.numpy(), ds.targets.numpy()
 
+    def _download_lock(self):
+        """Jobs started together (a search's shards, a sweep's jobs) download one at a time, never into
+        the same files at once; the others then find the data there."""
+        if not self.download or not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
+            return contextlib.nullcontext()
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.root / ".kss-download.lock")
+
     def _arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.name == "fashion_mnist":
             places = [DEBIAN_FASHION_MNIST, self.root / "FashionMNIST" / "raw"]
@@ -163,9 +174,10 @@ class KssDataModule(lightning.LightningDataModule):
             places = [self.root / cls.base_folder]
             fix = f"download it on a machine with internet into {self.root}, or {_ALTERNATIVES}"
         try:
-            if self.name == "fashion_mnist":
-                return self._fashion_arrays(train)
-            ds = cls(str(self.root), train=train, download=self.download)
+            with self._download_lock():
+                if self.name == "fashion_mnist":
+                    return self._fashion_arrays(train)
+                ds = cls(str(self.root), train=train, download=self.download)
             return ds.data, np.asarray(ds.targets, dtype=np.int64)
         except Exception as e:  # noqa: BLE001 - any reader failure becomes one readable line
             present = any(p.is_dir() and any(p.iterdir()) for p in places)

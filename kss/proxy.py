@@ -57,6 +57,9 @@ def pick_spread(records: list[dict], n: int) -> list[dict]:
 
 
 def check_study(cfg: DictConfig, kernel_sets: list) -> None:
+    from kss.shards import refuse_shards
+
+    refuse_shards(cfg, "proxy.py")
     p = cfg.proxy
     if p.per_set * len(kernel_sets) < 3:
         raise KssError(f"a rank correlation needs at least 3 architectures; per_set={p.per_set} x "

@@ -7,7 +7,8 @@ Outputs in the run directory (the contract sweeps and dashboards read):
   resumes only a search with the same settings.
 
 Candidate i is drawn and initialised from seeds derived from (seed, i) alone, so a resumed
-search ends exactly where an uninterrupted one would.
+search ends exactly where an uninterrupted one would, and a sharded one (kss.shards: shards=N
+shard=K) where an unsharded one would.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = "candidates.jsonl"
 SUMMARY = "search.json"
 SETTINGS = "search_settings.json"
+SETTLE_SECONDS = 120  # how long to wait for the directory's lock where it is only held a moment (settings, merge)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class SearchSetup:
     data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
     precision: str = "fp32"  # score.precision: fp32 (the reference's bits) | tf32 | bf16
     fused: bool | str = "auto"  # score.fused: compiled LIF/pool blocks; the same bits, so not a setting
+    shards: int = 1  # how many processes split the candidates (kss.shards); 1: one process scores them all
 
     FUSED_FROM = 100  # candidates: below this, compiling (~10 s per layer shape on a CPU) does not pay off
 
@@ -87,7 +90,7 @@ class SearchSetup:
         return json.loads(json.dumps(data))
 
 
-def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
+def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
     name, kernels = C.kernel_set(cfg)
     return SearchSetup(
         kernel_set=name,
@@ -104,6 +107,7 @@ def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
         data_split=C.data_split(cfg),
         precision=cfg.score.get("precision", "fp32"),
         fused=cfg.score.get("fused", "auto"),
+        shards=shards,
     )
 
 
@@ -142,8 +146,9 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
     }
 
 
-def read_candidates(path: Path) -> list[dict]:
-    """Finished candidates; a half-written last line (an interrupted write) is cut off the file."""
+def read_candidates(path: Path, start: int = 0, step: int = 1, repair: bool = True) -> list[dict]:
+    """Finished candidates (indices start, start+step, ...); a half-written last line (an interrupted
+    write) is cut off the file, or only skipped without `repair` (a file another process may be writing)."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -154,10 +159,11 @@ def read_candidates(path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise KssError(f"{path} line {number} is corrupt; move the file away to start this search afresh") from None
-        if record.get("index") != len(records):
-            raise KssError(f"{path} line {number} holds candidate {record.get('index')}, expected {len(records)}")
+        expected = start + step * len(records)
+        if record.get("index") != expected:
+            raise KssError(f"{path} line {number} holds candidate {record.get('index')}, expected {expected}")
         records.append(record)
-    if len(keep) != len(raw):
+    if len(keep) != len(raw) and repair:
         log.warning("dropping a half-written last line of %s (interrupted write)", path)
         with open(path, "r+b") as f:
             f.truncate(len(keep))
@@ -174,14 +180,24 @@ def write_json(path: Path, data: dict) -> None:
 def check_settings(out_dir: Path, setup: SearchSetup) -> None:
     path = out_dir / SETTINGS
     if path.exists():
-        before = json.loads(path.read_text())
+        before = {"shards": 1} | json.loads(path.read_text())  # searches from before sharding had one
         now = setup.settings()
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
+            how = f" (it was run with shards={before['shards']})" if "shards" in changed else ""
             raise KssError(
-                f"{out_dir} holds a search with other settings ({', '.join(changed)} differ); "
+                f"{out_dir} holds a search with other settings ({', '.join(changed)} differ{how}); "
                 "rerun with the same settings to resume, or pass hydra.run.dir=<new dir>"
             )
+
+
+def record_settings(out_dir: Path, setup: SearchSetup) -> None:
+    """Check the settings again and write them if they are new, holding the directory for a moment
+    (the shards of one search may start together; a lone search holds it already)."""
+    with run_lock(out_dir, wait=SETTLE_SECONDS):
+        check_settings(out_dir, setup)
+        if not (out_dir / SETTINGS).exists():
+            write_json(out_dir / SETTINGS, setup.settings())
 
 
 def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
@@ -242,37 +258,45 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
             _score_candidates(setup, data, device, progress, records, candidates_path)
     summary = summarize(setup, records, device)
     write_json(out_dir / SUMMARY, summary)
-    if summary["best_genotype"] is None:
-        fix = "raise budget.max_params" if summary["candidates_skipped"] else "check the data and the model settings"
-        raise KssError(f"no candidate could be scored ({summary['candidates_skipped']} over budget, "
-                       f"{summary['candidates_non_finite']} with a singular kernel, of {len(records)}); {fix}")
-    else:
-        log.info("best: candidate %d, R=%.4f, %d params  %s", summary["best_index"], summary["best_score"],
-                 summary["params"], Genotype.from_json(summary["best_genotype"]))
+    report_best(summary)
     return summary
 
 
-def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path) -> None:
-    """Score candidates len(records) .. iters-1, appending each line to candidates.jsonl as it is done."""
+def report_best(summary: dict) -> None:
+    """Log the winner, or fail in one line when there is none."""
+    if summary["best_genotype"] is None:
+        fix = "raise budget.max_params" if summary["candidates_skipped"] else "check the data and the model settings"
+        n = summary["candidates_skipped"] + summary["candidates_non_finite"] + summary["candidates_scored"]
+        raise KssError(f"no candidate could be scored ({summary['candidates_skipped']} over budget, "
+                       f"{summary['candidates_non_finite']} with a singular kernel, of {n}); {fix}")
+    log.info("best: candidate %d, R=%.4f, %d params  %s", summary["best_index"], summary["best_score"],
+             summary["params"], Genotype.from_json(summary["best_genotype"]))
+
+
+def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path,
+                      indices: range | None = None, label: str = "") -> None:
+    """Score the candidates `indices` (all of them: range(iters)) from the len(records)-th on, appending each
+    line to `candidates_path` as it is done; `label` names a shard in the progress bar and messages."""
+    indices = range(setup.iters) if indices is None else indices
     batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
-    if not (candidates_path.parent / SETTINGS).exists():  # only once the data is there: bad input writes nothing
-        write_json(candidates_path.parent / SETTINGS, setup.settings())
+    record_settings(candidates_path.parent, setup)  # only once the data is there: bad input writes nothing
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(
-        total=setup.iters, initial=len(records), disable=not progress, unit="cand",
-        desc=f"search {C.setting_tag(setup.kernels, setup.iters)}", dynamic_ncols=True,
+        total=len(indices), initial=len(records), disable=not progress, unit="cand",
+        desc=f"search {C.setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}", dynamic_ncols=True,
     )
     first = len(records)
     fast = use_fused(setup, device)
-    with bar, open(candidates_path, "a") as sink, _interruptible(records, setup.iters):
-        for index in range(len(records), setup.iters):
+    with bar, open(candidates_path, "a") as sink, _interruptible(records, len(indices), label):
+        for position in range(len(records), len(indices)):
+            index = indices[position]
             record = evaluate_candidate(setup, index, batches, device, fast)
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             records.append(record)
-            if index == first and setup.iters - index > 1:
-                _say_how_long(bar, record["seconds"], setup.iters - index - 1, device)
+            if position == first and len(indices) - position > 1:
+                _say_how_long(bar, record["seconds"], len(indices) - position - 1, device)
             if record["status"] == "non_finite":
                 bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
             elif record["status"] == "scored" and (best is None or record["score"] > best):
@@ -294,12 +318,13 @@ def _say_how_long(bar, seconds: float, remaining: int, device) -> None:
 
 
 @contextlib.contextmanager
-def _interruptible(records: list, iters: int):
+def _interruptible(records: list, total: int, label: str = ""):
     """Ctrl-C ends the search in one line; every finished candidate is already on disk."""
     try:
         yield
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {len(records)} of {iters} candidates; "
+        what = f"{label} " if label else ""
+        raise Interrupted(f"{what}interrupted after {len(records)} of {total} candidates; "
                           "rerun the same command to resume") from None
 
 
@@ -308,11 +333,21 @@ def is_finished(out_dir: Path, iters: int) -> bool:
 
 
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
-    """The task behind `search.py`: config in, search.json's content out."""
+    """The task behind `search.py`: config in, search.json's content out (a shard's own summary
+    while other shards of its search are still to run)."""
+    from kss import shards as S
+
+    shards, shard = S.check_sharding(cfg)  # before any work: a refused command leaves nothing behind
     out_dir = Path(out_dir or C.run_dir())
     data = C.data_module(cfg)
-    setup = setup_from_config(cfg, data)
+    setup = setup_from_config(cfg, data, shards)
     device = C.resolve_device(cfg.device)
+    if shards > 1:
+        summary, merged_now = S.run_sharded(setup, data, out_dir, device, shard, progress=cfg.get("progress", True),
+                                            lock_wait=cfg.get("lock_wait", False))
+        if merged_now:  # the shard that completes the set logs the search, once
+            log_to_wandb(cfg, out_dir, summary)
+        return summary
     finished = is_finished(out_dir, setup.iters)
     summary = search(setup, data, out_dir, device, progress=cfg.get("progress", True), lock_wait=cfg.get("lock_wait", False))
     if not finished:  # a finished search was logged when it finished: no second W&B run
@@ -326,8 +361,10 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
         return
     import wandb
 
+    config = C.logged_config(cfg)
+    config.pop("shard", None)  # a sharded search is logged once, by whichever shard completed it
     run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group, job_type="search", dir=str(out_dir),
-                     name=out_dir.name, mode=cfg.wandb.mode, tags=C.run_tags(cfg), config=C.logged_config(cfg),
+                     name=out_dir.name, mode=cfg.wandb.mode, tags=C.run_tags(cfg), config=config,
                      settings=wandb.Settings(quiet=True))
     try:
         best = None

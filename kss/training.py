@@ -170,6 +170,9 @@ def finish_wandb() -> None:
 
 def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
+    from kss.shards import refuse_shards
+
+    refuse_shards(cfg, "train.py")  # it would train the best of one shard's candidates
     out_dir = Path(out_dir or C.run_dir())
     if cfg.get("search_only"):
         from kss.search import run_search
