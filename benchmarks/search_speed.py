@@ -1,30 +1,38 @@
-"""Seconds per candidate of the R-score search: kss vs the reference transcription, in one run.
+"""Seconds per candidate of the R-score search, every scoring path against the reference, in one run.
 
-    python benchmarks/search_speed.py                       # tiny, Fashion-MNIST-sized and CIFAR-sized configs
+    python benchmarks/search_speed.py                          # tiny, Fashion-MNIST- and CIFAR-100-sized
     python benchmarks/search_speed.py --sizes tiny fashion_mnist --candidates 3
 
-reference:  tests/reference_snasnet.py, SNASNet's forward as written: single-step neurons, a
-            Python loop over timesteps, NCHW, per-timestep BN, its K hook per LIF call.
-per_step:   kss as shipped (model.batch_norm=per_step): multi-step, channels-last, no-grad LIF,
-            one Gram product per layer; must give the reference's spikes and R.
-joint:      kss with model.batch_norm=joint (BN statistics over T x B): what per-step costs.
-Also: spikes that differ between reference and per_step (flip rate), max |delta R|, and one
-training step (forward + backward) in images/s for per_step vs joint.
+Paths (the same candidates, weights, images and dropout masks):
+reference:  tests/reference_snasnet.py, SNASNet's forward as written (single-step neurons, a Python
+            loop over timesteps, per-timestep BN, its K hook per LIF call).
+eager:      kss with score.fused=false: multi-step, no-grad LIF, one Gram product per layer.
+fused:      kss with score.fused=true: kss.fused's compiled LIF and pool (compiled in the warm-up).
+bf16:       fused under score.precision=bf16 (autocast): not exact; its R is compared with fp32's.
+convs:      the candidate's convolutions alone, on the shapes and weights of the scoring forward;
+            `fused/convs` is how close everything else comes to free (issue 9's target: <= 1.3x).
+flips:      spikes that differ from the reference (eager and fused; must be 0), |dR| likewise.
+peak RSS:   the high-water mark of a fresh process that scores one candidate on the fused path.
+Batch sizes are SNASNet's: 256 x 2 repeats at CIFAR-100 size (--batch to change).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kss import fused  # noqa: E402
 from kss.genotype import sample_genotype  # noqa: E402
-from kss.network import ModelSpec, build_network, scoring_network  # noqa: E402
+from kss.network import ModelSpec, scoring_network  # noqa: E402
 from kss.neurons import NeuronSpec  # noqa: E402
 from kss.score import score_network  # noqa: E402
 from kss.search import candidate_rngs  # noqa: E402
@@ -34,8 +42,9 @@ SIZES = {
     # name: (model widths, image size, channels, search batch)
     "tiny": (dict(c1=4, c2=8, population=10, hidden=16, timesteps=2), 16, 3, 32),
     "fashion_mnist": (dict(c1=16, c2=32, population=100, hidden=256, timesteps=4), 28, 1, 128),
-    "cifar": (dict(c1=128, c2=256, population=500, hidden=1024, timesteps=5, num_classes=100), 32, 3, 64),
+    "cifar100": (dict(c1=128, c2=256, population=500, hidden=1024, timesteps=5, num_classes=100), 32, 3, 256),
 }
+PATHS = ("reference", "eager", "fused", "bf16", "convs")
 
 
 def timed(fn):
@@ -44,74 +53,122 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def run(size: str, candidates: int, kernels, cell_type: str) -> dict:
-    widths, image_size, channels, batch = SIZES[size]
-    shape = dict(in_channels=channels, image_size=image_size, num_classes=widths.get("num_classes", 10),
-                 dropout=0.5, sap=2) | widths
-    images = [torch.randn(batch, channels, image_size, image_size, generator=torch.Generator().manual_seed(r))
-              for r in range(2)]
-    seconds = {"reference": 0.0, "per_step": 0.0, "joint": 0.0}
-    flips = total = 0
-    delta_r = 0.0
-    for index in range(-1, candidates):  # candidate -1 warms up the kernels, untimed
-        rng, init_seed = candidate_rngs(0, max(index, 0))
-        genotype = sample_genotype(rng, kernels, cell_type)
-        torch.manual_seed(init_seed)
-        net = scoring_network(genotype, ModelSpec(**shape, cell_type=cell_type, batch_norm="per_step"), NeuronSpec())
-        joint = scoring_network(genotype, ModelSpec(**shape, cell_type=cell_type, batch_norm="joint"), NeuronSpec())
-        joint.load_state_dict(net.state_dict())
-        ref = ReferenceSNASNet(genotype, kernels, **shape)
+def model_shape(size: str) -> dict:
+    widths, image_size, channels, _ = SIZES[size]
+    return dict(in_channels=channels, image_size=image_size, num_classes=widths.get("num_classes", 10),
+                dropout=0.5, sap=2) | widths
+
+
+def make_images(size: str, batch: int | None) -> list[torch.Tensor]:
+    _, image_size, channels, default_batch = SIZES[size]
+    return [torch.randn(batch or default_batch, channels, image_size, image_size,
+                        generator=torch.Generator().manual_seed(r)) for r in range(2)]
+
+
+def candidate(size: str, index: int, kernels, cell_type: str):
+    rng, init_seed = candidate_rngs(0, index)
+    genotype = sample_genotype(rng, kernels, cell_type)
+    torch.manual_seed(init_seed)
+    return genotype, scoring_network(genotype, ModelSpec(**model_shape(size), cell_type=cell_type), NeuronSpec())
+
+
+@torch.no_grad()
+def convs_only_seconds(net, images: list[torch.Tensor]) -> float:
+    """The scoring forward's convolutions, replayed alone on inputs of the same shapes."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0].shape)))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        for x in images:
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    inputs = [(m, torch.rand(shape)) for m, shape in calls]
+    start = time.perf_counter()
+    for m, x in inputs:
+        F.conv2d(x, m.weight, m.bias, m.stride, m.padding)
+    return time.perf_counter() - start
+
+
+def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None) -> dict:
+    images = make_images(size, batch)
+    seconds = dict.fromkeys(PATHS, 0.0)
+    flips = {"eager": 0, "fused": 0}
+    total, delta_r = 0, {"eager": 0.0, "fused": 0.0}
+    r_fp32, r_bf16 = [], []
+    for index in range(candidates):  # compile the fused blocks for every shape these candidates meet, untimed
+        _, net = candidate(size, index, kernels, cell_type)
+        score_network(net, images, fused_blocks=True), score_network(net, images, fused_blocks=True, precision="bf16")
+    for index in range(-1, candidates):  # candidate -1 warms up the other paths, untimed
+        genotype, net = candidate(size, max(index, 0), kernels, cell_type)
+        ref = ReferenceSNASNet(genotype, kernels, **model_shape(size))
         pairs = load_from_kss(ref, net)
+        runs = {
+            "reference": lambda: reference_score(ref, images),
+            "eager": lambda: score_network(net, images),
+            "fused": lambda: score_network(net, images, fused_blocks=True),
+            "bf16": lambda: score_network(net, images, fused_blocks=True, precision="bf16"),
+            "convs": lambda: convs_only_seconds(net, images),
+        }
         scores = {}
-        for name, fn in (("reference", lambda: reference_score(ref, images)),
-                         ("per_step", lambda: score_network(net, images)),
-                         ("joint", lambda: score_network(joint, images))):
+        for name, fn in runs.items():
             torch.manual_seed(1)  # the same dropout masks everywhere
             scores[name], s = timed(fn)
-            seconds[name] += s if index >= 0 else 0.0
-        if np.isfinite(scores["reference"]):
-            delta_r = max(delta_r, abs(scores["per_step"] - scores["reference"]))
-        f, t, *_ = spike_flips(net, ref, pairs, images[0])
-        flips, total = flips + f, total + t
-    train = {mode: train_images_per_second(shape, kernels, cell_type, mode, images[0]) for mode in ("per_step", "joint")}
-    return {"size": size, **{k: v / candidates for k, v in seconds.items()}, "flip_rate": flips / total,
-            "delta_r": delta_r, "train_per_step": train["per_step"], "train_joint": train["joint"]}
+            seconds[name] += (scores[name] if name == "convs" else s) if index >= 0 else 0.0
+        if index < 0:
+            continue
+        r_fp32.append(scores["fused"]), r_bf16.append(scores["bf16"])
+        for path in ("eager", "fused"):
+            if np.isfinite(scores["reference"]):
+                delta_r[path] = max(delta_r[path], abs(scores[path] - scores["reference"]))
+            with fused.enabled(path == "fused"):
+                f, t, *_ = spike_flips(net, ref, pairs, images[0])
+            flips[path] += f
+        total += t
+    return {"size": size, "batch": images[0].shape[0], **{k: v / candidates for k, v in seconds.items()},
+            "flips": flips, "total": total, "delta_r": delta_r,
+            "bf16_dr": max(abs(a - b) for a, b in zip(r_fp32, r_bf16)), "peak_rss_mb": peak_rss_mb(size, kernels, cell_type, batch)}
 
 
-def train_images_per_second(shape, kernels, cell_type, mode, images, steps=2) -> float:
-    genotype = sample_genotype(np.random.default_rng(0), kernels, cell_type)
-    net = build_network(genotype, ModelSpec(**shape, cell_type=cell_type, batch_norm=mode), NeuronSpec())
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    labels = torch.zeros(images.shape[0], dtype=torch.long)
-    net.train()
+def _score_one(size, kernels, cell_type, batch, queue) -> None:
+    _, net = candidate(size, 0, kernels, cell_type)
+    score_network(net, make_images(size, batch), fused_blocks=True)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
 
-    def step():
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(images), labels).backward()
-        optimizer.step()
 
-    step()  # warm-up
-    _, seconds = timed(lambda: [step() for _ in range(steps)])
-    return steps * images.shape[0] / seconds
+def peak_rss_mb(size: str, kernels, cell_type: str, batch: int | None) -> float:
+    """Peak RSS of a fresh process (spawned: no memory of this one's runs) scoring one candidate."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_score_one, args=(size, kernels, cell_type, batch, queue))
+    child.start()
+    peak = queue.get()
+    child.join()
+    return peak
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--candidates", type=int, default=None, help="per size (default: 10 / 3 / 1)")
+    parser.add_argument("--batch", type=int, default=None, help="search batch (default: SNASNet's per size)")
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--cell-type", default="forward", choices=["forward", "backward"])
     args = parser.parse_args()
-    default_n = {"tiny": 10, "fashion_mnist": 3, "cifar": 1}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels {args.kernels}, {args.cell_type} cells")
-    print(f"{'config':<14} {'ref s/cand':>10} {'kss s/cand':>10} {'joint s/cand':>12} {'kss vs ref':>10} "
-          f"{'per-step cost':>13} {'flip rate':>9} {'max|dR|':>8} {'train img/s per_step':>20} {'joint':>6}")
+    default_n = {"tiny": 10, "fashion_mnist": 3, "cifar100": 1}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels {args.kernels}, {args.cell_type} cells; "
+          "seconds per candidate (2 repeats)")
+    print(f"{'config':<14} {'batch':>5} {'reference':>9} {'eager':>7} {'fused':>7} {'bf16':>7} {'convs':>7} "
+          f"{'fused/convs':>11} {'fused vs ref':>12} {'bf16 vs fused':>13} {'flips e/f':>9} {'|dR| e/f':>15} "
+          f"{'bf16 |dR|':>9} {'peak RSS':>9}", flush=True)
     for size in args.sizes:
-        r = run(size, args.candidates or default_n[size], args.kernels, args.cell_type)
-        print(f"{r['size']:<14} {r['reference']:>10.3f} {r['per_step']:>10.3f} {r['joint']:>12.3f} "
-              f"{r['reference'] / r['per_step']:>9.2f}x {r['per_step'] / r['joint']:>12.2f}x "
-              f"{r['flip_rate']:>9.1e} {r['delta_r']:>8.1e} {r['train_per_step']:>20.1f} {r['train_joint']:>6.1f}",
-              flush=True)
+        r = run(size, args.candidates or default_n[size], args.kernels, args.cell_type, args.batch)
+        print(f"{r['size']:<14} {r['batch']:>5} {r['reference']:>9.3f} {r['eager']:>7.3f} {r['fused']:>7.3f} "
+              f"{r['bf16']:>7.3f} {r['convs']:>7.3f} {r['fused'] / r['convs']:>10.2f}x "
+              f"{r['reference'] / r['fused']:>11.2f}x {r['fused'] / r['bf16']:>12.2f}x "
+              f"{r['flips']['eager']:>4}/{r['flips']['fused']:<4} {r['delta_r']['eager']:>7.1e}/{r['delta_r']['fused']:<7.1e} "
+              f"{r['bf16_dr']:>9.2e} {r['peak_rss_mb']:>7.0f}MB", flush=True)
 
 
 if __name__ == "__main__":

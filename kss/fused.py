@@ -51,6 +51,7 @@ def _compiled(fn):
 
             # a search meets a handful of shapes (and strides: a time-constant input is an expanded view)
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
             cache["fn"] = torch.compile(fn, dynamic=False)
         try:
             return cache["fn"](*args)

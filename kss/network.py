@@ -102,7 +102,7 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.per_step and self.training and x_seq.shape[0] > 1:
-            if not torch.is_grad_enabled() and x_seq.is_contiguous():
+            if not torch.is_grad_enabled() and x_seq.is_contiguous() and x_seq.dtype == self.weight.dtype:
                 return self._per_step_into(x_seq)
             # cat keeps channels-last, where stack would not
             return torch.cat([super(SeqBatchNorm2d, self).forward(x) for x in x_seq]).unflatten(0, x_seq.shape[:2])

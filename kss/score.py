@@ -148,7 +148,7 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
     net.train()
     recorder = monitor.OutputMonitor(net, BaseNode, function_on_output=on_spikes)
     try:
-        scores = []
+        kernels = []
         for images in batches:
             recorder.clear_recorded_data()
             with fused.enabled(fused_blocks), arithmetic(precision, images.device):
@@ -158,7 +158,7 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
             # Module order is SNASNet's call order within a timestep; a layer called once per
             # timestep (a backward cell's op) has its records joined into one [T, B, B] stack.
             per_layer = [torch.cat(recorder[name]) for name in recorder.monitored_layers if recorder[name]]
-            scores.append(log_abs_det(mean_kernel(per_layer).cpu()))
-        return float(np.mean(scores))
+            kernels.append(mean_kernel(per_layer))  # stays on the device: one transfer per candidate, below
+        return float(np.mean([log_abs_det(k) for k in torch.stack(kernels).cpu()]))
     finally:
         recorder.remove_hooks()

@@ -143,10 +143,10 @@ def reference_score(net: ReferenceSNASNet, batches) -> float:
         out = out.view(out.size(0), -1)
         b, n = out.size()
         x = (out > 0).float()
-        full = torch.ones((b, b)) * n
+        full = torch.ones((b, b), device=x.device) * n
         sparsity = (x.sum(1) / n).unsqueeze(1)
         norm = (sparsity @ (1 - sparsity.t())) + ((1 - sparsity) @ sparsity.t())
-        rescale = torch.div(0.5 * torch.ones((b, b)), norm + 1e-3)
+        rescale = torch.div(0.5 * torch.ones((b, b), device=x.device), norm + 1e-3)
         k10 = x @ (1 - x.t())
         k01 = (1 - x) @ x.t()
         state["K"] = state["K"] + (full - rescale * (k01 + k10)).cpu().numpy()

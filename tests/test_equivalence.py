@@ -66,12 +66,18 @@ def images(seed, batch=32, size=16):
     return torch.randn(batch, SPEC["in_channels"], size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("fused_blocks", [False, True], ids=["eager", "fused"])
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (benchmarks/gpu.sh runs this there)")
+PATHS = [pytest.param("cpu", False, id="cpu-eager"), pytest.param("cpu", True, id="cpu-fused"),
+         pytest.param("cuda", False, id="cuda", marks=CUDA)]
+
+
+@pytest.mark.parametrize("device, fused_blocks", PATHS)
 @pytest.mark.parametrize("genotype, kernels", genotypes())
-def test_spikes_and_score_equal_the_reference(genotype, kernels, fused_blocks):
-    """Every fast path of the scoring forward (kss.fused's compiled blocks included) gives the reference's bits."""
+def test_spikes_and_score_equal_the_reference(genotype, kernels, device, fused_blocks):
+    """Every fast path of the scoring forward (kss.fused's compiled blocks; CUDA) gives the reference's bits."""
     net, ref, pairs = build_pair(genotype, kernels)
-    batches = [images(1), images(2)]
+    net, ref = net.to(device), ref.to(device)
+    batches = [images(1).to(device), images(2).to(device)]
 
     with fused.enabled(fused_blocks):
         flips, total, classifier, kss_logits, ref_logits = spike_flips(net, ref, pairs, batches[0])
