@@ -3,7 +3,7 @@
 Between its convolutions a scoring forward is memory-bound: eager LIF makes ~14 passes over
 every timestep's tensor, and PyTorch's NCHW average pool runs at ~2 GB/s. torch.compile fuses
 a layer's whole T-step LIF into one pass (read x, write spikes; v stays in registers) and
-vectorises the pool. The generated code performs the same float operations in the same
+vectorises the pools. The generated code performs the same float operations in the same
 order as eager (no reassociation, true division), so the spikes are the reference's bit for
 bit: tests/test_equivalence.py runs every case with and without these blocks.
 
@@ -103,6 +103,6 @@ def lif(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, ra
 
 
 @_compiled
-def avg_pool3(x: torch.Tensor) -> torch.Tensor:
-    """SNASNet's 3x3 average pool (stride 1, zero padding counted): the same sums in the same order."""
-    return F.avg_pool2d(x, 3, stride=1, padding=1)
+def avg_pool(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """F.avg_pool2d (zero padding counted, as SNASNet's pools): the same sums in the same order."""
+    return F.avg_pool2d(x, kernel, stride=stride, padding=padding)

@@ -135,25 +135,34 @@ def make_op(op: str, channels: int, neuron: NeuronSpec, per_step: bool) -> nn.Mo
     if op == "skip":
         return nn.Identity()
     if op == "avgpool3":
-        return SeqAvgPool3()
+        return SeqAvgPool(3, stride=1, padding=1)
     kernel = conv_kernel(op)
     if kernel is None:
         raise KssError(f"unknown op {op!r}")
     return nn.Sequential(neuron.make("m"), conv_bn(channels, channels, kernel, per_step))
 
 
-class SeqAvgPool3(nn.Module):
-    """3x3 average pool (stride 1, zero padding counted) over [T, B, C, H, W].
+class SeqAvgPool(nn.Module):
+    """Average pool (zero padding counted) over [T, B, C, H, W]; flatten=True: then [T, B, C*H'*W'].
 
     A time-constant input (the stem's output, expanded over T) is pooled once, not T times.
     """
 
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0, flatten: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.padding, self.flatten = kernel, stride or kernel, padding, flatten
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if _time_constant(x_seq):
-            return self(x_seq[:1]).expand(x_seq.shape)
+            once = self(x_seq[:1])
+            return once.expand(x_seq.shape[0], *once.shape[1:])
         x = x_seq.flatten(0, 1)
-        y = fused.avg_pool3(x) if fused.active(x) else F.avg_pool2d(x, 3, stride=1, padding=1)
-        return y.unflatten(0, x_seq.shape[:2])
+        pool = fused.avg_pool if fused.active(x) else F.avg_pool2d
+        y = pool(x, self.kernel, self.stride, self.padding).unflatten(0, x_seq.shape[:2])
+        return y.flatten(2) if self.flatten else y
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, flatten={self.flatten}"
 
 
 def _time_constant(x_seq: torch.Tensor) -> bool:
@@ -228,13 +237,13 @@ class SNASNet(nn.Module):
             SeqBatchNorm2d(spec.c1, per_step),
             neuron.make("m"),
             conv_bn(spec.c1, spec.c2, 3, per_step),
-            layer.SeqToANNContainer(nn.AvgPool2d(2)),
+            SeqAvgPool(2),
         )
         self.cell2 = Cell(genotype, spec.c2, neuron, per_step)
         self.head = nn.Sequential(
             SeqBatchNorm2d(spec.c2, per_step),
             neuron.make("m"),
-            layer.SeqToANNContainer(nn.AvgPool2d(spec.sap), nn.Flatten()),
+            SeqAvgPool(spec.sap, flatten=True),
             # one mask for the whole time window, renewed when the network is reset (every batch)
             layer.Dropout(spec.dropout, step_mode="m"),
             nn.Linear(spec.features, spec.hidden, bias=False),

@@ -154,5 +154,6 @@ def test_fused_blocks_are_bitwise_the_eager_ops():
         eager_spikes, eager_v = _lif_no_grad(x, 0.0, 1.0, 0.0, **kwargs)
         fused_spikes, fused_v = fused.lif(x, 0.0, 1.0, 0.0, **kwargs)
         assert torch.equal(eager_spikes, fused_spikes) and torch.equal(eager_v, fused_v)
-    pooled = torch.nn.functional.avg_pool2d(x[0], 3, stride=1, padding=1)
-    assert torch.equal(fused.avg_pool3(x[0]), pooled)
+    for kernel, stride, padding in ((3, 1, 1), (2, 2, 0), (4, 4, 0)):
+        pooled = torch.nn.functional.avg_pool2d(x[0], kernel, stride=stride, padding=padding)
+        assert torch.equal(fused.avg_pool(x[0], kernel, stride, padding), pooled)
