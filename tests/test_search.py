@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from kss.errors import Interrupted, KssError
-from kss.search import CANDIDATES, SUMMARY, run_search
+from kss.search import CANDIDATES, SUMMARY, read_candidates, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = {
@@ -363,3 +363,27 @@ def test_experiment_presets_compose_with_search(compose_cfg, tmp_path):
                                                       "dataset.val_size=32", "iters=2", "score.batch_size=8",
                                                       "wandb.mode=disabled")), tmp_path)
     assert summary["iters"] == 2 and summary["best_genotype"]
+
+
+def test_bf16_search_completes_with_finite_scores(compose_cfg, tmp_path):
+    summary = run_search(compose_cfg("score.precision=bf16", "iters=3"), tmp_path)
+    records = read_candidates(tmp_path / CANDIDATES)
+    assert summary["precision"] == "bf16" and len(records) == 3
+    assert all(r["status"] == "scored" and math.isfinite(r["score"]) for r in records)
+
+
+@pytest.mark.parametrize("precision, message", [("tf32", "needs a CUDA device"), ("fp8", "unknown score.precision")])
+def test_bad_precision_is_refused_in_one_line(compose_cfg, tmp_path, precision, message):
+    with pytest.raises(KssError, match=message) as info:
+        run_search(compose_cfg(f"score.precision={precision}", "iters=1"), tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_fused_setting_does_not_split_a_search(compose_cfg, tmp_path):
+    """score.fused gives the same bits, so a search started with it resumes without it, and agrees."""
+    run_search(compose_cfg("score.fused=true", "iters=2"), tmp_path)
+    summary = run_search(compose_cfg("score.fused=false", "iters=3"), tmp_path)
+    fused = [r["score"] for r in read_candidates(tmp_path / CANDIDATES)]
+    plain = run_search(compose_cfg("score.fused=false", "iters=3"), tmp_path / "plain")
+    assert summary["candidates_scored"] == 3 and plain["best_score"] == summary["best_score"]
+    assert fused == [r["score"] for r in read_candidates(tmp_path / "plain" / CANDIDATES)]
