@@ -82,9 +82,28 @@ def run_tags(cfg: DictConfig) -> list[str]:
             cfg.neuron.kind, *cfg.wandb.tags]
 
 
-def check_budget(max_params) -> None:
-    if max_params is not None and not max_params > 0:
-        raise KssError(f"budget.max_params must be > 0 (got {max_params}); use null for no budget")
+# The budgets a search and a sweep's selection respect, and their units.
+BUDGETS = {"max_params": "parameters", "max_energy_uj": "uJ per image", "max_sops": "synaptic operations per image"}
+
+
+def check_budget(value, name: str = "max_params") -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise KssError(f"budget.{name} must be > 0 (got {value}); use null for no budget")
+
+
+def budgets(cfg: DictConfig) -> dict:
+    """Every budget of `budget:` (null: none), validated: {max_params, max_energy_uj, max_sops}."""
+    values = {name: cfg.budget.get(name) for name in BUDGETS}
+    for name, value in values.items():
+        check_budget(value, name)
+    return values
+
+
+def cost_table(cfg: DictConfig):
+    from kss.cost import CostTable
+
+    cost = cfg.get("cost") or {}
+    return CostTable(**{k: cost[k] for k in ("e_mac_pj", "e_ac_pj", "state_bytes") if k in cost})
 
 
 def job_config(cfg: DictConfig, **overrides) -> DictConfig:

@@ -19,7 +19,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from kss import config as C
+from kss.cost import COST_KEYS, CostTable, candidate_figures, cost_table_record, measure_cost
 from kss.errors import Interrupted, KssError
 from kss.genotype import Genotype, sample_genotype
 from kss.network import ModelSpec, scoring_network
@@ -59,6 +60,10 @@ class SearchSetup:
     repeats: int = 2
     max_params: float | None = None
     data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
+    max_energy_uj: float | None = None  # filtered after scoring: the cost needs a forward pass
+    max_sops: float | None = None
+    cost_every: bool = False  # cost every scored candidate (always, when an energy or SOP budget is set)
+    cost: CostTable = field(default_factory=CostTable)
 
     def __post_init__(self):
         if not isinstance(self.iters, int) or self.iters <= 0:
@@ -67,7 +72,8 @@ class SearchSetup:
             raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
-        C.check_budget(self.max_params)
+        for name in C.BUDGETS:
+            C.check_budget(getattr(self, name), name)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
 
@@ -75,7 +81,23 @@ class SearchSetup:
         """What the results depend on (iters is not: a longer search extends a shorter one)."""
         data = asdict(self)
         data.pop("iters")
+        # Cost settings change the result only through a budget; left out at their defaults, so
+        # searches from before they existed still resume.
+        if not self.cost_budgets():
+            data.pop("cost")
+        for name, default in (("max_energy_uj", None), ("max_sops", None), ("cost_every", False)):
+            if data[name] == default:
+                data.pop(name)
         return json.loads(json.dumps(data))
+
+    def cost_budgets(self) -> dict:
+        """The budgets that need a candidate's cost (a forward pass), when set."""
+        return {name: value for name in ("max_energy_uj", "max_sops") if (value := getattr(self, name)) is not None}
+
+    def exceeded(self, cost: dict) -> str | None:
+        """The first cost budget `cost` exceeds, or None."""
+        key = {"max_energy_uj": "energy_uj", "max_sops": "sops"}
+        return next((name for name, limit in self.cost_budgets().items() if cost[key[name]] > limit), None)
 
 
 def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
@@ -93,6 +115,10 @@ def setup_from_config(cfg: DictConfig, data) -> SearchSetup:
         repeats=cfg.score.repeats,
         max_params=cfg.budget.max_params,
         data_split=C.data_split(cfg),
+        max_energy_uj=cfg.budget.get("max_energy_uj"),
+        max_sops=cfg.budget.get("max_sops"),
+        cost_every=bool(cfg.get("cost", {}).get("every_candidate", False)),
+        cost=C.cost_table(cfg),
     )
 
 
@@ -103,25 +129,49 @@ def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
 
 
 def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device) -> dict:
-    """One line of candidates.jsonl."""
+    """One line of candidates.jsonl.
+
+    A candidate over budget.max_params is skipped before it is built; one over an energy or SOP
+    budget is filtered after scoring (its cost needs a forward pass) and keeps its score.
+    """
     start = time.perf_counter()
     rng, init_seed = candidate_rngs(setup.seed, index)
     genotype = sample_genotype(rng, setup.kernels, setup.spec.cell_type)
     params = count_params(genotype, setup.spec, setup.neuron)
     record = {"index": index, "genotype": genotype.to_json(), "params": params}
     if setup.max_params is not None and params > setup.max_params:
-        return record | {"status": "over_budget", "score": None, "raw_score": None,
-                         "seconds": time.perf_counter() - start}
-    torch.manual_seed(init_seed)
-    net = scoring_network(genotype, setup.spec, setup.neuron).to(device)
+        return record | {"status": "over_budget", "score": None, "raw_score": None, **candidate_figures(None),
+                         "exceeds": "max_params", "seconds": time.perf_counter() - start}
+    net = candidate_network(setup, genotype, init_seed, device)
     score = score_network(net, batches, setup.score)
     status = "scored" if math.isfinite(score) else "non_finite"
+    cost, exceeds = None, None
+    if status == "scored" and (setup.cost_every or setup.cost_budgets()):
+        cost = measure_cost(net, batches[0], setup.cost, batch_statistics=True)
+        exceeds = setup.exceeded(cost)
     return record | {
-        "status": status,
+        "status": "over_budget" if exceeds else status,
         "score": score if status == "scored" else None,
         "raw_score": None if status == "scored" else repr(score),
+        **candidate_figures(cost),
+        "exceeds": exceeds,
         "seconds": time.perf_counter() - start,
     }
+
+
+def candidate_network(setup: SearchSetup, genotype: Genotype, init_seed: int, device):
+    """Candidate i's network, initialised from its own seed (so it can be rebuilt exactly)."""
+    torch.manual_seed(init_seed)
+    return scoring_network(genotype, setup.spec, setup.neuron).to(device)
+
+
+def winner_cost(setup: SearchSetup, best: dict, batch: torch.Tensor, device) -> dict:
+    """The best candidate's cost per image at initialisation, on the first scoring batch, with BN
+    on batch statistics as the score sees it (training changes the firing rates: metrics.json
+    has the trained network's cost on the test set)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        net = candidate_network(setup, Genotype.from_json(best["genotype"]), candidate_rngs(setup.seed, best["index"])[1], device)
+        return measure_cost(net, batch.to(device), setup.cost, batch_statistics=True)
 
 
 def read_candidates(path: Path) -> list[dict]:
@@ -166,7 +216,7 @@ def check_settings(out_dir: Path, setup: SearchSetup) -> None:
             )
 
 
-def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
+def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None = None) -> dict:
     scored = [r for r in records if r["status"] == "scored"]
     best = max(scored, key=lambda r: r["score"], default=None)  # ties: the earliest candidate
     seconds = sum(r["seconds"] for r in records)
@@ -188,8 +238,13 @@ def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
         "candidates_per_second": len(records) / seconds if seconds else None,
         "candidates_scored": len(scored),
         "candidates_skipped": sum(r["status"] == "over_budget" for r in records),
+        "candidates_over_budget": {name: sum(r.get("exceeds", "max_params" if r["status"] == "over_budget" else None) == name
+                                             for r in records) for name in C.BUDGETS},
         "candidates_non_finite": sum(r["status"] == "non_finite" for r in records),
         "max_params": setup.max_params,
+        "max_energy_uj": setup.max_energy_uj,
+        "max_sops": setup.max_sops,
+        **(cost or {}),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "model": asdict(setup.spec),
         "neuron": asdict(setup.neuron),
@@ -215,15 +270,18 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
         log.info("%s: already finished (%d of %d candidates); reporting it", out_dir, len(records), setup.iters)
     elif records:
         log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
+    batches = []
     if len(records) < setup.iters:
+        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
         # The candidates seed torch themselves; the caller's random state (e.g. the training
         # run that follows) must not depend on whether there was any search left to do.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            _score_candidates(setup, data, device, progress, records, candidates_path)
-    summary = summarize(setup, records, device)
+            _score_candidates(setup, batches, device, progress, records, candidates_path)
+    summary = summarize(setup, records, device, _winner_cost(setup, data, out_dir, records, batches, device))
     write_json(out_dir / SUMMARY, summary)
     if summary["best_genotype"] is None:
-        fix = "raise budget.max_params" if summary["candidates_skipped"] else "check the data and the model settings"
+        over = [f"budget.{name}" for name, count in summary["candidates_over_budget"].items() if count]
+        fix = f"raise {' or '.join(over)}" if over else "check the data and the model settings"
         raise KssError(f"no candidate could be scored ({summary['candidates_skipped']} over budget, "
                        f"{summary['candidates_non_finite']} with a singular kernel, of {len(records)}); {fix}")
     else:
@@ -232,9 +290,23 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
     return summary
 
 
-def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path) -> None:
+def _winner_cost(setup: SearchSetup, data, out_dir: Path, records: list[dict], batches: list, device) -> dict | None:
+    """The winner's cost, measured once: a finished search reports the one its search.json holds."""
+    best = max((r for r in records if r["status"] == "scored"), key=lambda r: r["score"], default=None)
+    if best is None:
+        return None
+    try:
+        before = json.loads((out_dir / SUMMARY).read_text())
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    if before.get("best_index") == best["index"] and before.get("cost_table") == cost_table_record(setup.cost):
+        return {k: before[k] for k in COST_KEYS if k in before}
+    batch = batches[0] if batches else data.search_batches(setup.batch_size, 1, setup.seed)[0]
+    return winner_cost(setup, best, batch, device)
+
+
+def _score_candidates(setup: SearchSetup, batches: list, device, progress: bool, records: list, candidates_path: Path) -> None:
     """Score candidates len(records) .. iters-1, appending each line to candidates.jsonl as it is done."""
-    batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
     if not (candidates_path.parent / SETTINGS).exists():  # only once the data is there: bad input writes nothing
         write_json(candidates_path.parent / SETTINGS, setup.settings())
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
