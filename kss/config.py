@@ -143,6 +143,19 @@ def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
+def checkpoint_tag(ckpt_path: str | None, quantize: str | None) -> str:
+    """Run-directory name of an evaluation: <training run>_<checkpoint>_<precision>."""
+    if ckpt_path is None:
+        return "no_checkpoint"
+    path = Path(str(ckpt_path))
+    if path.suffix != ".ckpt":  # a training run directory
+        tag = f"{path.name}_{quantize or 'fp32'}"
+    else:
+        run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
+        tag = f"{run}_{path.stem}_{quantize or 'fp32'}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+
+
 def project_root() -> str:
     """The folder with conf/ and the scripts (a source checkout), else the current directory."""
     root = Path(__file__).resolve().parents[1]
@@ -155,6 +168,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
     if not OmegaConf.has_resolver("kss_arch"):
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
+    if not OmegaConf.has_resolver("kss_ckpt"):
+        OmegaConf.register_new_resolver("kss_ckpt", checkpoint_tag)
     if not OmegaConf.has_resolver("kss_root"):
         OmegaConf.register_new_resolver("kss_root", project_root)
     if not OmegaConf.has_resolver("kss_times"):  # e.g. eta_min: ${kss_times:${optimizer.lr},0.01}

@@ -37,6 +37,7 @@ from torch import nn
 
 from kss.errors import KssError
 from kss.params import memory_bytes
+from kss.quantize import Int8Weight
 
 SOURCE = "Horowitz, ISSCC 2014, 45 nm, 32-bit float: E_MAC = FMult + FAdd, E_AC = FAdd"
 # the figures a search writes per candidate (candidates.jsonl); all of them (COST_KEYS) go to search.json
@@ -113,7 +114,7 @@ def measure_cost(net: nn.Module, images: torch.Tensor, table: CostTable | None =
     root = type(net).__name__
     layer_ops = {}
     for name, module in net.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        if not isinstance(module, (nn.Conv2d, nn.Linear, Int8Weight)):
             continue
         scope = f"{root}.{name}"
         if module is pooled:
@@ -128,7 +129,8 @@ def measure_cost(net: nn.Module, images: torch.Tensor, table: CostTable | None =
     neuron_steps = sum(steps[n] * neurons[n] for n in neurons) * batch
     membranes = sum(neurons.values())
     state_values = membranes + feedback_values(net)
-    params = sum(p.numel() for p in net.parameters())
+    params = sum(p.numel() for p in net.parameters()) + sum(m.weight_int8.numel() for m in net.modules()
+                                                           if isinstance(m, Int8Weight))
     return {
         "sops": sops,
         "macs": mac_count,

@@ -385,8 +385,10 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
         for record in read_candidates(out_dir / CANDIDATES)[: cfg.iters]:
             if record["status"] == "scored":
                 best = record["score"] if best is None else max(best, record["score"])
-            run.log({"candidate/score": record["score"], "candidate/params": record["params"], "best_score": best},
-                    step=record["index"])
+            costed = {f"candidate/{k}": record[k] for k in ("energy_uj", "sops") if record.get(k) is not None}
+            run.log({"candidate/score": record["score"], "candidate/params": record["params"], "best_score": best,
+                     **costed}, step=record["index"])
         run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+        run.summary.update({f"firing_rate/{k}": v for k, v in summary.get("firing_rates", {}).items()})
     finally:
         run.finish()
