@@ -167,6 +167,7 @@ class Setting:
     sops_max: float | None = None
     firing_rate_mean: float | None = None
     neuron_state_bytes: float | None = None
+    cost_source: str | None = None  # "test" (trained networks), "search" (winners at init) or "mixed"
     best_job: str | None = field(default=None, repr=False)
 
 
@@ -195,6 +196,8 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
                 row.sops_mean, row.sops_max = statistics.fmean(j.sops for j in done), max(j.sops for j in done)
                 row.firing_rate_mean = statistics.fmean(j.firing_rate for j in done)
                 row.neuron_state_bytes = statistics.fmean(j.neuron_state_bytes for j in done)
+                sources = {j.cost_source for j in done}
+                row.cost_source = sources.pop() if len(sources) == 1 else "mixed"
             best = max(done, key=lambda j: (j.test_acc if j.test_acc is not None else -1,
                                             j.best_score if j.best_score is not None else -math.inf))
             row.best_job = best.path
