@@ -74,6 +74,7 @@ def main() -> None:
     print("Per job:\n")
     print(header.replace("| |", "| job |", 1))
     print("|---" * (len(columns) + 1) + "|")
+    rows.sort(key=lambda r: (r["set"], r["seed"]))
     for r in rows:
         print(f"| {r['setting']} seed {r['seed']} | " + " | ".join(fmt(r[c], s) for c, s in columns) + " |")
     print("\nPer kernel set, mean over seeds (stem MACs per image: "
@@ -87,7 +88,7 @@ def main() -> None:
             values = [r[key] for r in members if r[key] is not None]
             return statistics.fmean(values) if values else None
 
-        print(f"| {members[0]['set']} ({setting}, {len(members)} seeds) | "
+        print(f"| {members[0]['set']} ({setting}, {len(members)} seed{'s' if len(members) > 1 else ''}) | "
               + " | ".join(fmt(mean(c), s) for c, s in columns) + " |")
 
 

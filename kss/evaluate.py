@@ -201,7 +201,7 @@ def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / EVAL, result)
     log_to_wandb(cfg, out_dir, result)
-    drop = f", {100 * result['int8_acc_drop']:+.2f} points vs fp32" if "int8_acc_drop" in result else ""
+    drop = f" ({100 * -result['int8_acc_drop']:+.2f} points vs fp32)" if "int8_acc_drop" in result else ""
     log.info("%s: test acc %.2f%%%s, %.3g uJ and %.3g SOPs per image, %.2f ms per image on %s", result["precision"],
              100 * result["test_acc"], drop, result["energy_uj"], result["sops"], result["latency_ms_per_image"],
              result["device"])
