@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kss.cli import FAILED
-from kss.config import check_budget, kernel_set_name, setting_tag
+from kss.config import BUDGETS, check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
 from kss.params import memory_bytes
 from kss.stats import paired_difference
@@ -45,6 +45,12 @@ class Job:
     checkpoint: str | None = None
     genotype_file: str | None = None
     error: str | None = None
+    # cost per image (kss.cost): the trained network's on test images, else the search winner's at init
+    energy_uj: float | None = None
+    sops: float | None = None
+    firing_rate: float | None = None
+    neuron_state_bytes: int | None = None
+    cost_source: str | None = None  # "test" (trained) or "search" (at initialisation)
 
     @property
     def setting(self) -> str:
@@ -94,6 +100,11 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
     if job.params is not None:
         for key, value in memory_bytes(job.params).items():
             setattr(job, key, value)
+    for source, name in ((search, "search"), (metrics, "test")):  # the trained network's cost wins
+        if source is not None and source.get("energy_uj") is not None:
+            job.energy_uj, job.sops = source["energy_uj"], source.get("sops")
+            job.firing_rate, job.neuron_state_bytes = source.get("firing_rate"), source.get("neuron_state_bytes")
+            job.cost_source = name
     return job
 
 
@@ -150,6 +161,13 @@ class Setting:
     best_val_acc_mean: float | None = None
     best_val_acc_std: float | None = None
     vs_set1: dict | None = None  # paired by seed against kernel set (1, 3) at the same iters (kss.stats)
+    energy_uj_mean: float | None = None  # per image (kss.cost)
+    energy_uj_max: float | None = None
+    sops_mean: float | None = None
+    sops_max: float | None = None
+    firing_rate_mean: float | None = None
+    neuron_state_bytes: float | None = None
+    cost_source: str | None = None  # "test" (trained networks), "search" (winners at init) or "mixed"
     best_job: str | None = field(default=None, repr=False)
 
 
@@ -173,6 +191,13 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
             row.search_seconds_mean, row.search_seconds_std = _mean_std([j.search_seconds for j in done])
             row.test_acc_mean, row.test_acc_std = _mean_std([j.test_acc for j in done])
             row.best_val_acc_mean, row.best_val_acc_std = _mean_std([j.best_val_acc for j in done])
+            if all(j.energy_uj is not None for j in done):  # a budget must hold for every seed: all or none
+                row.energy_uj_mean, row.energy_uj_max = statistics.fmean(j.energy_uj for j in done), max(j.energy_uj for j in done)
+                row.sops_mean, row.sops_max = statistics.fmean(j.sops for j in done), max(j.sops for j in done)
+                row.firing_rate_mean = statistics.fmean(j.firing_rate for j in done)
+                row.neuron_state_bytes = statistics.fmean(j.neuron_state_bytes for j in done)
+                sources = {j.cost_source for j in done}
+                row.cost_source = sources.pop() if len(sources) == 1 else "mixed"
             best = max(done, key=lambda j: (j.test_acc if j.test_acc is not None else -1,
                                             j.best_score if j.best_score is not None else -math.inf))
             row.best_job = best.path
@@ -233,28 +258,47 @@ def quality_std(row: Setting) -> float | None:
 QUALITY_LABELS = {"best_val_acc": "validation accuracy", "test_acc": "test accuracy", "score": "best R-score"}
 
 
-def select(rows: list[Setting], max_params: float | None) -> dict:
-    """The best setting whose every seed's model fits the budget; ties go to fewer parameters."""
-    check_budget(max_params)
+# budget name -> the figure of a setting it bounds (every seed must fit: the maximum over seeds)
+BUDGET_FIGURES = {"max_params": "params_max", "max_energy_uj": "energy_uj_max", "max_sops": "sops_max"}
+
+
+def select(rows: list[Setting], max_params: float | None = None, max_energy_uj: float | None = None,
+           max_sops: float | None = None) -> dict:
+    """The best setting whose every seed's model fits every budget set; ties go to fewer parameters.
+    A setting without a cost figure (runs from before kss measured it) cannot show it fits a cost budget."""
+    budgets = {"max_params": max_params, "max_energy_uj": max_energy_uj, "max_sops": max_sops}
+    for name, value in budgets.items():
+        check_budget(value, name)
+    budgets = {name: value for name, value in budgets.items() if value is not None}
     ranked = [r for r in rows if r.complete and quality(r)[1] is not None]
-    fitting = [r for r in ranked if max_params is None or r.params_max <= max_params]
+    fitting, checked = ranked, []
+    for name, limit in budgets.items():
+        figure = BUDGET_FIGURES[name]
+        unknown = sum(getattr(r, figure) is None for r in fitting)
+        before = len(fitting)
+        fitting = [r for r in fitting if getattr(r, figure) is not None and getattr(r, figure) <= limit]
+        checked.append(f"{name} <= {limit:.4g} {BUDGETS[name]}: {len(fitting)} of {before} settings fit"
+                       + (f" ({unknown} without the figure)" if unknown else ""))
+    base = {"max_params": max_params, "max_energy_uj": max_energy_uj, "max_sops": max_sops, "budgets_checked": checked}
+    said = ("budgets checked: " + "; ".join(checked) + ". ") if checked else "no budget set. "
     if not ranked:
-        return {"selected": None, "max_params": max_params, "message": "no setting has finished results yet"}
+        return {"selected": None, **base, "message": said + "no setting has finished results yet"}
     if not fitting:
         smallest = min((r.params_max for r in ranked), default=None)
-        return {"selected": None, "max_params": max_params,
-                "message": f"no setting fits the budget of {max_params:.0f} parameters"
-                           + (f" (the smallest has {smallest})" if smallest else "")}
+        over = "the budgets" if len(budgets) > 1 else f"the budget of {next(iter(budgets.values())):.4g} " + BUDGETS[next(iter(budgets))]
+        return {"selected": None, **base,
+                "message": said + f"no setting fits {over}" + (f" (the smallest has {smallest} parameters)" if smallest else "")}
     best = max(fitting, key=lambda r: (quality(r)[1], -r.params_max, r.setting))
     best_job = read_job(Path(best.best_job)) if best.best_job else None
     metric, value = quality(best)
+    energy = f", {best.energy_uj_max:.4g} uJ/image" if best.energy_uj_max is not None else ""
     return {
         "selected": best.setting, "dataset": best.dataset, "kernels": best.kernels, "iters": best.iters,
-        "metric": metric, "value": value, "params": best.params_max, "max_params": max_params,
+        "metric": metric, "value": value, "params": best.params_max, "energy_uj": best.energy_uj_max,
+        "sops": best.sops_max, **base,
         "checkpoint": best_job.checkpoint if best_job else None,
         "genotype_file": best_job.genotype_file if best_job else None, "job": best.best_job,
-        "message": f"selected {best.setting} ({metric} {value:.4f}, {best.params_max} params"
-                   + (f" <= budget {max_params:.0f})" if max_params else ")"),
+        "message": said + f"selected {best.setting} ({metric} {value:.4f}, {best.params_max} params{energy})",
     }
 
 
@@ -289,7 +333,8 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
         writer.writeheader()
         for job in jobs:
             writer.writerow({**asdict(job), "setting": job.setting})
-    shown = ["setting", "dataset", "seeds", "complete", "params_mean", "memory_int8_bytes", "score_mean",
+    shown = ["setting", "dataset", "seeds", "complete", "params_mean", "memory_int8_bytes", "energy_uj_mean", "sops_mean",
+             "firing_rate_mean", "score_mean",
              "search_seconds_mean", "search_time_normalised", "test_acc_mean", "test_acc_std", "best_val_acc_mean",
              "best_val_acc_std"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
@@ -314,12 +359,15 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def analyse(root: str | Path, max_params: float | None = None, plots: bool = True) -> dict:
+def analyse(root: str | Path, max_params: float | None = None, plots: bool = True, max_energy_uj: float | None = None,
+            max_sops: float | None = None) -> dict:
     """Collect, aggregate, select, and write summary.{csv,md,json}, jobs.csv and the plots into `root`."""
     root = Path(root)
+    for name, value in (("max_params", max_params), ("max_energy_uj", max_energy_uj), ("max_sops", max_sops)):
+        check_budget(value, name)  # before any work
     jobs = collect(root)
     rows = aggregate(jobs)
-    selection = select(rows, max_params)
+    selection = select(rows, max_params, max_energy_uj, max_sops)
     write_tables(root, jobs, rows, selection)
     written = []
     if plots:

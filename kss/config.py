@@ -89,9 +89,28 @@ def run_tags(cfg: DictConfig) -> list[str]:
             cfg.neuron.kind, *cfg.wandb.tags]
 
 
-def check_budget(max_params) -> None:
-    if max_params is not None and not max_params > 0:
-        raise KssError(f"budget.max_params must be > 0 (got {max_params}); use null for no budget")
+# The budgets a search and a sweep's selection respect, and their units.
+BUDGETS = {"max_params": "parameters", "max_energy_uj": "uJ per image", "max_sops": "synaptic operations per image"}
+
+
+def check_budget(value, name: str = "max_params") -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise KssError(f"budget.{name} must be > 0 (got {value}); use null for no budget")
+
+
+def budgets(cfg: DictConfig) -> dict:
+    """Every budget of `budget:` (null: none), validated: {max_params, max_energy_uj, max_sops}."""
+    values = {name: cfg.budget.get(name) for name in BUDGETS}
+    for name, value in values.items():
+        check_budget(value, name)
+    return values
+
+
+def cost_table(cfg: DictConfig):
+    from kss.cost import CostTable
+
+    cost = cfg.get("cost") or {}
+    return CostTable(**{k: cost[k] for k in ("e_mac_pj", "e_ac_pj", "state_bytes") if k in cost})
 
 
 def job_config(cfg: DictConfig, **overrides) -> DictConfig:
@@ -142,6 +161,19 @@ def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
+def checkpoint_tag(ckpt_path: str | None, quantize: str | None) -> str:
+    """Run-directory name of an evaluation: <training run>_<checkpoint>_<precision>."""
+    if ckpt_path is None:
+        return "no_checkpoint"
+    path = Path(str(ckpt_path))
+    if path.suffix != ".ckpt":  # a training run directory
+        tag = f"{path.name}_{quantize or 'fp32'}"
+    else:
+        run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
+        tag = f"{run}_{path.stem}_{quantize or 'fp32'}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+
+
 def project_root() -> str:
     """The folder with conf/ and the scripts (a source checkout), else the current directory."""
     root = Path(__file__).resolve().parents[1]
@@ -160,6 +192,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
     if not OmegaConf.has_resolver("kss_arch"):
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
+    if not OmegaConf.has_resolver("kss_ckpt"):
+        OmegaConf.register_new_resolver("kss_ckpt", checkpoint_tag)
     if not OmegaConf.has_resolver("kss_root"):
         OmegaConf.register_new_resolver("kss_root", project_root)
     if not OmegaConf.has_resolver("kss_groups"):  # --help: ${kss_groups:dataset,model,...}

@@ -112,11 +112,15 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
         """The same per-step kernel calls, each writing its slice of one output (no cat copy)."""
         out = torch.empty_like(x_seq)
         mean, invstd = x_seq.new_empty(0), x_seq.new_empty(0)  # the kernel's saved statistics (distinct buffers)
+        track = self.track_running_stats  # as BatchNorm2d.forward: without it, batch statistics and no update
         for x, y in zip(x_seq, out):
-            self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does before each call
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            torch.ops.aten.native_batch_norm.out(x, self.weight, self.bias, self.running_mean, self.running_var,
-                                                 True, momentum, self.eps, out=y, save_mean=mean, save_invstd=invstd)
+            momentum = 0.0
+            if track:
+                self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does before each call
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            torch.ops.aten.native_batch_norm.out(
+                x, self.weight, self.bias, self.running_mean if track else None, self.running_var if track else None,
+                True, momentum, self.eps, out=y, save_mean=mean, save_invstd=invstd)
         return out
 
     def extra_repr(self) -> str:

@@ -77,20 +77,15 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     written.append(_save(fig, root / "search_time.png"))
 
     # (c) accuracy vs parameters, Pareto front, budget, selection
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r.params_mean for r in rows], values, color="tab:blue", zorder=3)
-    for r, v in zip(rows, values):
-        ax.annotate(r.setting, (r.params_mean, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.plot([r.params_mean for r in front], [quality(r)[1] for r in front], "--", color="tab:green", label="Pareto front")
-    if selection.get("max_params"):
-        ax.axvline(selection["max_params"], color="tab:red", ls=":", label=f"budget {selection['max_params']:.3g}")
-    chosen = next((r for r in rows if r.setting == selection.get("selected")), None)
-    if chosen:
-        ax.scatter([chosen.params_mean], [quality(chosen)[1]], s=160, facecolors="none", edgecolors="tab:red",
-                   label=f"selected: {chosen.setting}", zorder=4)
-    ax.set(xlabel="parameters", ylabel=label, title="(c) accuracy-memory trade-off")
-    ax.legend(fontsize=8)
-    written.append(_save(fig, root / "tradeoff.png"))
+    written.append(_tradeoff(root / "tradeoff.png", rows, values, front, selection, "params_mean", "parameters",
+                             "max_params", "(c) accuracy-memory trade-off"))
+    # (d) accuracy vs energy per image, where the runs measured it
+    costed = [(r, v) for r, v in zip(rows, values) if r.energy_uj_mean is not None]
+    if costed:
+        written.append(_tradeoff(root / "tradeoff_energy.png", [r for r, _ in costed], [v for _, v in costed],
+                                 energy_front([r for r, _ in costed]), selection, "energy_uj_mean",
+                                 "energy per image [uJ] (MACs x E_MAC + SOPs x E_AC)", "max_energy_uj",
+                                 "(d) accuracy-energy trade-off"))
 
     # Step 1 of the method: single kernel sizes side by side
     single = [r for r in rows if len(r.kernels) == 1]
@@ -101,6 +96,35 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
               "Impact of kernel size (single-kernel search spaces)")
         written.append(_save(fig, root / "kernel_sizes.png"))
     return written
+
+
+def energy_front(rows: list[Setting]) -> list[Setting]:
+    """Settings no other setting beats with less (or equal) energy and higher quality."""
+    front, best = [], -float("inf")
+    for r in sorted(rows, key=lambda r: (r.energy_uj_mean, -quality(r)[1])):
+        if quality(r)[1] > best:
+            front.append(r)
+            best = quality(r)[1]
+    return front
+
+
+def _tradeoff(path: Path, rows: list[Setting], values: list, front: list[Setting], selection: dict, x: str,
+              xlabel: str, budget: str, title: str) -> Path:
+    """Quality against one cost figure: the points, their Pareto front, the budget line, the selection."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([getattr(r, x) for r in rows], values, color="tab:blue", zorder=3)
+    for r, v in zip(rows, values):
+        ax.annotate(r.setting, (getattr(r, x), v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.plot([getattr(r, x) for r in front], [quality(r)[1] for r in front], "--", color="tab:green", label="Pareto front")
+    if selection.get(budget):
+        ax.axvline(selection[budget], color="tab:red", ls=":", label=f"budget {selection[budget]:.3g}")
+    chosen = next((r for r in rows if r.setting == selection.get("selected")), None)
+    if chosen:
+        ax.scatter([getattr(chosen, x)], [quality(chosen)[1]], s=160, facecolors="none", edgecolors="tab:red",
+                   label=f"selected: {chosen.setting}", zorder=4)
+    ax.set(xlabel=xlabel, ylabel=QUALITY_LABELS[quality(rows[0])[0]], title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

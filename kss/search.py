@@ -20,7 +20,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from kss import config as C
+from kss.cost import COST_KEYS, CostTable, candidate_figures, cost_table_record, measure_cost
 from kss.errors import Interrupted, KssError
 from kss.genotype import Genotype, sample_genotype
 from kss.network import ModelSpec, scoring_network
@@ -64,6 +65,10 @@ class SearchSetup:
     precision: str = "fp32"  # score.precision: fp32 (the reference's bits) | tf32 | bf16
     fused: bool | str = "auto"  # score.fused: compiled LIF/pool blocks; the same bits, so not a setting
     shards: int = 1  # how many processes split the candidates (kss.shards); 1: one process scores them all
+    max_energy_uj: float | None = None  # filtered after scoring: the cost needs a forward pass
+    max_sops: float | None = None
+    cost_every: bool = False  # cost every scored candidate (always, when an energy or SOP budget is set)
+    cost: CostTable = field(default_factory=CostTable)
 
     FUSED_FROM = 100  # candidates: below this, compiling (~10 s per layer shape on a CPU) does not pay off
 
@@ -78,7 +83,8 @@ class SearchSetup:
             raise KssError(f"unknown score.precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.fused not in ("auto", True, False):
             raise KssError(f"score.fused must be auto, true or false (got {self.fused!r})")
-        C.check_budget(self.max_params)
+        for name in C.BUDGETS:
+            C.check_budget(getattr(self, name), name)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
 
@@ -87,7 +93,23 @@ class SearchSetup:
         data = asdict(self)
         data.pop("iters")
         data.pop("fused")  # bit-identical either way (tests/test_equivalence.py)
+        # Cost settings change the result only through a budget; left out at their defaults, so
+        # searches from before they existed still resume.
+        if not self.cost_budgets():
+            data.pop("cost")
+        for name, default in (("max_energy_uj", None), ("max_sops", None), ("cost_every", False), ("precision", "fp32")):
+            if data[name] == default:
+                data.pop(name)
         return json.loads(json.dumps(data))
+
+    def cost_budgets(self) -> dict:
+        """The budgets that need a candidate's cost (a forward pass), when set."""
+        return {name: value for name in ("max_energy_uj", "max_sops") if (value := getattr(self, name)) is not None}
+
+    def exceeded(self, cost: dict) -> str | None:
+        """The first cost budget `cost` exceeds, or None."""
+        key = {"max_energy_uj": "energy_uj", "max_sops": "sops"}
+        return next((name for name, limit in self.cost_budgets().items() if cost[key[name]] > limit), None)
 
 
 def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
@@ -108,6 +130,10 @@ def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
         precision=cfg.score.get("precision", "fp32"),
         fused=cfg.score.get("fused", "auto"),
         shards=shards,
+        max_energy_uj=cfg.budget.get("max_energy_uj"),
+        max_sops=cfg.budget.get("max_sops"),
+        cost_every=bool(cfg.get("cost", {}).get("every_candidate", False)),
+        cost=C.cost_table(cfg),
     )
 
 
@@ -125,25 +151,49 @@ def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
 
 
 def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device, fused_blocks: bool = False) -> dict:
-    """One line of candidates.jsonl."""
+    """One line of candidates.jsonl.
+
+    A candidate over budget.max_params is skipped before it is built; one over an energy or SOP
+    budget is filtered after scoring (its cost needs a forward pass) and keeps its score.
+    """
     start = time.perf_counter()
     rng, init_seed = candidate_rngs(setup.seed, index)
     genotype = sample_genotype(rng, setup.kernels, setup.spec.cell_type)
     params = count_params(genotype, setup.spec, setup.neuron)
     record = {"index": index, "genotype": genotype.to_json(), "params": params}
     if setup.max_params is not None and params > setup.max_params:
-        return record | {"status": "over_budget", "score": None, "raw_score": None,
-                         "seconds": time.perf_counter() - start}
-    torch.manual_seed(init_seed)
-    net = scoring_network(genotype, setup.spec, setup.neuron).to(device)
+        return record | {"status": "over_budget", "score": None, "raw_score": None, **candidate_figures(None),
+                         "exceeds": "max_params", "seconds": time.perf_counter() - start}
+    net = candidate_network(setup, genotype, init_seed, device)
     score = score_network(net, batches, setup.score, fused_blocks, setup.precision)
     status = "scored" if math.isfinite(score) else "non_finite"
+    cost, exceeds = None, None
+    if status == "scored" and (setup.cost_every or setup.cost_budgets()):
+        cost = measure_cost(net, batches[0], setup.cost, batch_statistics=True)
+        exceeds = setup.exceeded(cost)
     return record | {
-        "status": status,
+        "status": "over_budget" if exceeds else status,
         "score": score if status == "scored" else None,
         "raw_score": None if status == "scored" else repr(score),
+        **candidate_figures(cost),
+        "exceeds": exceeds,
         "seconds": time.perf_counter() - start,
     }
+
+
+def candidate_network(setup: SearchSetup, genotype: Genotype, init_seed: int, device):
+    """Candidate i's network, initialised from its own seed (so it can be rebuilt exactly)."""
+    torch.manual_seed(init_seed)
+    return scoring_network(genotype, setup.spec, setup.neuron).to(device)
+
+
+def winner_cost(setup: SearchSetup, best: dict, batch: torch.Tensor, device) -> dict:
+    """The best candidate's cost per image at initialisation, on the first scoring batch, with BN
+    on batch statistics as the score sees it (training changes the firing rates: metrics.json
+    has the trained network's cost on the test set)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        net = candidate_network(setup, Genotype.from_json(best["genotype"]), candidate_rngs(setup.seed, best["index"])[1], device)
+        return measure_cost(net, batch.to(device), setup.cost, batch_statistics=True)
 
 
 def read_candidates(path: Path, start: int = 0, step: int = 1, repair: bool = True) -> list[dict]:
@@ -200,7 +250,7 @@ def record_settings(out_dir: Path, setup: SearchSetup) -> None:
             write_json(out_dir / SETTINGS, setup.settings())
 
 
-def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
+def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None = None) -> dict:
     scored = [r for r in records if r["status"] == "scored"]
     best = max(scored, key=lambda r: r["score"], default=None)  # ties: the earliest candidate
     seconds = sum(r["seconds"] for r in records)
@@ -224,8 +274,13 @@ def summarize(setup: SearchSetup, records: list[dict], device) -> dict:
         "candidates_per_second": len(records) / seconds if seconds else None,
         "candidates_scored": len(scored),
         "candidates_skipped": sum(r["status"] == "over_budget" for r in records),
+        "candidates_over_budget": {name: sum(r.get("exceeds", "max_params" if r["status"] == "over_budget" else None) == name
+                                             for r in records) for name in C.BUDGETS},
         "candidates_non_finite": sum(r["status"] == "non_finite" for r in records),
         "max_params": setup.max_params,
+        "max_energy_uj": setup.max_energy_uj,
+        "max_sops": setup.max_sops,
+        **(cost or {}),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "model": asdict(setup.spec),
         "neuron": asdict(setup.neuron),
@@ -251,12 +306,14 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
         log.info("%s: already finished (%d of %d candidates); reporting it", out_dir, len(records), setup.iters)
     elif records:
         log.info("resuming %s: %d of %d candidates already done", out_dir, len(records), setup.iters)
+    batches = []
     if len(records) < setup.iters:
+        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
         # The candidates seed torch themselves; the caller's random state (e.g. the training
         # run that follows) must not depend on whether there was any search left to do.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            _score_candidates(setup, data, device, progress, records, candidates_path)
-    summary = summarize(setup, records, device)
+            _score_candidates(setup, batches, device, progress, records, candidates_path)
+    summary = summarize(setup, records, device, _winner_cost(setup, data, out_dir, records, batches, device))
     write_json(out_dir / SUMMARY, summary)
     report_best(summary)
     return summary
@@ -265,7 +322,8 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
 def report_best(summary: dict) -> None:
     """Log the winner, or fail in one line when there is none."""
     if summary["best_genotype"] is None:
-        fix = "raise budget.max_params" if summary["candidates_skipped"] else "check the data and the model settings"
+        over = [f"budget.{name}" for name, count in summary["candidates_over_budget"].items() if count]
+        fix = f"raise {' or '.join(over)}" if over else "check the data and the model settings"
         n = summary["candidates_skipped"] + summary["candidates_non_finite"] + summary["candidates_scored"]
         raise KssError(f"no candidate could be scored ({summary['candidates_skipped']} over budget, "
                        f"{summary['candidates_non_finite']} with a singular kernel, of {n}); {fix}")
@@ -273,12 +331,26 @@ def report_best(summary: dict) -> None:
              summary["params"], Genotype.from_json(summary["best_genotype"]))
 
 
-def _score_candidates(setup: SearchSetup, data, device, progress: bool, records: list, candidates_path: Path,
+def _winner_cost(setup: SearchSetup, data, out_dir: Path, records: list[dict], batches: list, device) -> dict | None:
+    """The winner's cost, measured once: a finished search reports the one its search.json holds."""
+    best = max((r for r in records if r["status"] == "scored"), key=lambda r: r["score"], default=None)
+    if best is None:
+        return None
+    try:
+        before = json.loads((out_dir / SUMMARY).read_text())
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    if before.get("best_index") == best["index"] and before.get("cost_table") == cost_table_record(setup.cost):
+        return {k: before[k] for k in COST_KEYS if k in before}
+    batch = batches[0] if batches else data.search_batches(setup.batch_size, 1, setup.seed)[0]
+    return winner_cost(setup, best, batch, device)
+
+
+def _score_candidates(setup: SearchSetup, batches: list, device, progress: bool, records: list, candidates_path: Path,
                       indices: range | None = None, label: str = "") -> None:
     """Score the candidates `indices` (all of them: range(iters)) from the len(records)-th on, appending each
     line to `candidates_path` as it is done; `label` names a shard in the progress bar and messages."""
     indices = range(setup.iters) if indices is None else indices
-    batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
     record_settings(candidates_path.parent, setup)  # only once the data is there: bad input writes nothing
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(
@@ -371,8 +443,10 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
         for record in read_candidates(out_dir / CANDIDATES)[: cfg.iters]:
             if record["status"] == "scored":
                 best = record["score"] if best is None else max(best, record["score"])
-            run.log({"candidate/score": record["score"], "candidate/params": record["params"], "best_score": best},
-                    step=record["index"])
+            costed = {f"candidate/{k}": record[k] for k in ("energy_uj", "sops") if record.get(k) is not None}
+            run.log({"candidate/score": record["score"], "candidate/params": record["params"], "best_score": best,
+                     **costed}, step=record["index"])
         run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+        run.summary.update({f"firing_rate/{k}": v for k, v in summary.get("firing_rates", {}).items()})
     finally:
         run.finish()

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from kss.errors import KssError
 from kss.runlock import is_held, run_lock
-from kss.search import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _score_candidates, check_settings,
+from kss.search import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _score_candidates, _winner_cost, check_settings,
                         is_finished, read_candidates, report_best, summarize, write_json)
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,13 @@ def run_sharded(setup: SearchSetup, data, out_dir: Path, device, shard: int | No
     out_dir = Path(out_dir)
     if shard is None:
         check_settings(out_dir, setup)
-        merged, merged_now, missing = merge(setup, out_dir, device)
+        merged, merged_now, missing = merge(setup, data, out_dir, device)
         if merged is None:
             raise KssError(f"the sharded search in {out_dir} is not complete: {missing}")
         report_best(merged)
         return merged, merged_now
     summary = score_shard(setup, data, out_dir, device, shard, progress, lock_wait)
-    merged, merged_now, missing = merge(setup, out_dir, device)
+    merged, merged_now, missing = merge(setup, data, out_dir, device)
     if merged is None:
         log.info("%s is done; waiting for %s", shard_name(shard, setup.shards), missing)
         return summary, False
@@ -108,15 +108,16 @@ def score_shard(setup: SearchSetup, data, out_dir: Path, device, shard: int, pro
             if records:
                 log.info("resuming %s %s: %d of %d candidates already done", out_dir, name, len(records), len(indices))
             # as in search(): the caller's random state must not depend on whether there was work left
+            batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                _score_candidates(setup, data, device, progress, records,
+                _score_candidates(setup, batches, device, progress, records,
                                   shard_candidates(out_dir, shard, setup.shards), indices, name)
         summary = summarize(setup, records, device) | {"shard": shard, "shards": setup.shards}
         write_json(shard_summary(out_dir, shard, setup.shards), summary)
     return summary
 
 
-def merge(setup: SearchSetup, out_dir: Path, device) -> tuple[dict | None, bool, str]:
+def merge(setup: SearchSetup, data, out_dir: Path, device) -> tuple[dict | None, bool, str]:
     """Merge complete shards into candidates.jsonl and search.json, holding the directory for a moment.
     Returns (merged summary or None, whether this call completed the set, what is missing)."""
     with run_lock(out_dir, wait=SETTLE_SECONDS):
@@ -128,7 +129,8 @@ def merge(setup: SearchSetup, out_dir: Path, device) -> tuple[dict | None, bool,
         merged_before = is_finished(out_dir, setup.iters)
         records = sorted((r for part in parts for r in part), key=lambda r: r["index"])
         write_lines(out_dir / CANDIDATES, records)
-        summary = summarize(setup, records, device) | scored_where(setup, out_dir)
+        cost = _winner_cost(setup, data, out_dir, records, [], device)  # as the unsharded search.json has it
+        summary = summarize(setup, records, device, cost) | scored_where(setup, out_dir)
         write_json(out_dir / SUMMARY, summary)
     log.info("merged %d shards into %s", setup.shards, out_dir / SUMMARY)
     return summary, not merged_before, ""

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kss.analysis import PLAN, analyse
-from kss.config import KERNEL_SETS, check_budget, model_fields, run_dir, setting_tag
+from kss.config import KERNEL_SETS, budgets, model_fields, run_dir, setting_tag
 from kss.errors import KssError
 from kss.network import check_kernels
 
@@ -63,11 +63,11 @@ def as_list(name: str, values) -> list:
 def plan(cfg: DictConfig) -> dict:
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
     iters, seeds = as_list("iters", cfg.iters), as_list("seeds", cfg.seeds)
-    check_budget(cfg.budget.max_params)
+    limits = budgets(cfg)
     jobs = [{"kernels": k, "iters": n, "seed": s, "dir": f"jobs/{setting_tag(k, n)}_seed{s}"}
             for k in kernel_sets for n in iters for s in seeds]
     return {"kind": "train" if cfg.train else "search", "dataset": cfg.dataset.name, "kernel_sets": kernel_sets,
-            "iters": iters, "seeds": seeds, "max_params": cfg.budget.max_params, "jobs": jobs}
+            "iters": iters, "seeds": seeds, **limits, "jobs": jobs}
 
 
 def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[str], hydra_passed: list[str]) -> list[str]:
@@ -172,7 +172,7 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
               hydra_passed: list[str] | None = None) -> dict:
     """Plan, launch the remaining jobs, analyse. `passed`: the user's job-level overrides, forwarded."""
     if cfg.analyse:
-        summary = analyse(Path(cfg.analyse), cfg.budget.max_params)
+        summary = analyse(Path(cfg.analyse), **budgets(cfg))
         print((Path(cfg.analyse) / "summary.md").read_text())
         return summary
     if sweep_dir is None:
@@ -194,7 +194,7 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
     result = subprocess.run(command, cwd=Path.cwd())
     if result.returncode != 0:
         log.error("the job launcher exited with %d; analysing what finished", result.returncode)
-    summary = analyse(sweep_dir, cfg.budget.max_params)
+    summary = analyse(sweep_dir, **budgets(cfg))
     log_summary_to_wandb(cfg, sweep_dir, summary)
     print((sweep_dir / "summary.md").read_text())
     return summary

@@ -112,6 +112,8 @@ def run_settings(cfg: DictConfig) -> dict:
                 "batch_size": cfg.dataset.batch_size, "precision": str(cfg.trainer.precision)}
     for key in ("model", "neuron", "optimizer", "scheduler", "score", "budget"):
         settings[key] = plain(cfg[key])
+    # budgets added later count only when set, so runs from before them are still recognised as finished
+    settings["budget"] = {k: v for k, v in settings["budget"].items() if v is not None or k == "max_params"}
     return settings
 
 
@@ -245,12 +247,15 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         best = checkpoint.best_model_path if has_val and checkpoint.best_model_path else None
         # test=false (the proxy study, model selection): the test split stays unseen
         test = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0] if cfg.get("test", True) else {}
-        metrics = collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput)
+        # the tested (best) weights' cost on test images: firing rates, so energy, change with training
+        cost = test_set_cost(cfg, module, data) if cfg.get("test", True) else {}
+        metrics = collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput, cost)
         if trainer.is_global_zero:
             write_json(done, metrics)
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+                logger.experiment.summary.update({f"firing_rate/{k}": v for k, v in metrics.get("firing_rates", {}).items()})
         log.info("test acc %s (best val %s), %d params, %.0f s", _pct(metrics["test_acc"]),
                  _pct(metrics["best_val_acc"]), metrics["params"], train_seconds)
         return metrics
@@ -289,7 +294,15 @@ def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
     return epoch_images * seconds / images
 
 
-def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput) -> dict:
+def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
+    """Cost per image (kss.cost) of the trained network on the first `cost.images` test images."""
+    from kss.cost import first_images, measure_cost
+
+    data.setup("test")
+    return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))
+
+
+def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput, cost=None) -> dict:
     params = count_params(module.genotype, module.spec, module.neuron)
     assert params == sum(p.numel() for p in module.parameters()), "analytic count drifted from the network"
     searched = out_dir / SUMMARY
@@ -319,4 +332,5 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         "train_images_per_epoch": len(trainer.datamodule.train_set),
         "checkpoint": checkpoint.best_model_path or checkpoint.last_model_path,
         "device": str(trainer.strategy.root_device),
+        **(cost or {}),
     }

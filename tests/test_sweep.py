@@ -13,7 +13,8 @@ from kss.sweep import plan, run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_job(root: Path, kernels, iters, seed, acc=None, params=1000, score=1.0, seconds=10.0, failed=None):
+def write_job(root: Path, kernels, iters, seed, acc=None, params=1000, score=1.0, seconds=10.0, failed=None,
+              energy=None, sops=None):
     tag = "_".join(f"{k}x{k}" for k in kernels)
     job = root / "jobs" / f"{tag}_{iters}x_seed{seed}"
     job.mkdir(parents=True)
@@ -26,7 +27,9 @@ def write_job(root: Path, kernels, iters, seed, acc=None, params=1000, score=1.0
     if acc is not None:
         (job / "metrics.json").write_text(json.dumps({**common, "test_acc": acc, "best_val_acc": acc - 0.01,
                                                       "params": params, "search_score": score,
-                                                      "search_seconds": seconds, "checkpoint": str(job / "best.ckpt")}))
+                                                      "search_seconds": seconds, "checkpoint": str(job / "best.ckpt"),
+                                                      **({"energy_uj": energy, "sops": sops, "firing_rate": 0.1,
+                                                          "neuron_state_bytes": 400} if energy is not None else {})}))
     return job
 
 
@@ -53,6 +56,34 @@ def test_budget_excludes_the_best_model(tmp_path):
     assert selection["genotype_file"].endswith("3x3_5x5_1000x_seed0/search.json")
     nothing = analyse(tmp_path, max_params=500, plots=False)["selection"]
     assert nothing["selected"] is None and "no setting fits the budget of 500" in nothing["message"]
+
+
+def test_energy_and_sop_budgets_change_the_selection_and_are_all_reported(tmp_path, capsys):
+    write_job(tmp_path, [5, 7], 1000, 0, acc=0.95, params=5000, energy=3.0, sops=3e6)
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.90, params=2000, energy=2.0, sops=1e6)
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.80, params=1000, energy=1.0, sops=2e6)
+    assert analyse(tmp_path, plots=False)["selection"]["selected"] == "5x5_7x7_1000x"
+    energy = analyse(tmp_path, max_energy_uj=2.5, plots=False)["selection"]
+    assert energy["selected"] == "3x3_5x5_1000x" and energy["energy_uj"] == 2.0
+    both = analyse(tmp_path, max_params=6000, max_energy_uj=2.5, max_sops=1.5e6, plots=False)["selection"]
+    assert both["selected"] == "3x3_5x5_1000x"
+    assert both["budgets_checked"] == [
+        "max_params <= 6000 parameters: 3 of 3 settings fit",
+        "max_energy_uj <= 2.5 uJ per image: 2 of 3 settings fit",
+        "max_sops <= 1.5e+06 synaptic operations per image: 1 of 2 settings fit"]
+    assert all(line in both["message"] for line in both["budgets_checked"])
+    assert "max_sops <= 1.5e+06" in (tmp_path / "summary.md").read_text()
+    none = analyse(tmp_path, max_energy_uj=0.5, plots=False)["selection"]
+    assert none["selected"] is None and "no setting fits the budget of 0.5 uJ per image" in none["message"]
+    result = analyse(tmp_path, max_energy_uj=2.5)
+    assert "tradeoff_energy.png" in {p.name for p in result["plots"]}
+
+
+def test_a_cost_budget_excludes_runs_without_cost_figures(tmp_path):
+    write_job(tmp_path, [1, 3], 1000, 0, acc=0.9)  # from before kss measured costs
+    write_job(tmp_path, [3, 5], 1000, 0, acc=0.8, energy=1.0, sops=1e5)
+    selection = analyse(tmp_path, max_energy_uj=2.0, plots=False)["selection"]
+    assert selection["selected"] == "3x3_5x5_1000x" and "(1 without the figure)" in selection["message"]
 
 
 def test_every_seed_must_fit_the_budget(tmp_path):
@@ -130,6 +161,7 @@ def test_plots_written_and_kernel_size_plot_for_single_kernels(tmp_path):
         (["seeds=[]"], "seeds is empty"),
         (["iters=[0]"], "iters must be positive"),
         (["budget.max_params=0"], "budget.max_params must be > 0"),
+        (["budget.max_sops=-5"], "budget.max_sops must be > 0"),
     ],
 )
 def test_bad_sweep_input(compose_cfg, overrides, message):
@@ -145,6 +177,8 @@ def test_analyse_bad_directories(tmp_path):
     with pytest.raises(KssError, match="budget.max_params must be > 0"):
         write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
         analyse(tmp_path, max_params=-1, plots=False)
+    with pytest.raises(KssError, match="budget.max_energy_uj must be > 0"):
+        analyse(tmp_path, max_energy_uj=-1, plots=False)
 
 
 @pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm_gpu", "SlurmLauncher"),
