@@ -91,7 +91,7 @@ def convs_only_seconds(net, images: list[torch.Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None) -> dict:
+def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None, warm_up: bool = True) -> dict:
     images = make_images(size, batch)
     seconds = dict.fromkeys(PATHS, 0.0)
     flips = {"eager": 0, "fused": 0}
@@ -100,7 +100,7 @@ def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None) 
     for index in range(candidates):  # compile the fused blocks for every shape these candidates meet, untimed
         _, net = candidate(size, index, kernels, cell_type)
         score_network(net, images, fused_blocks=True), score_network(net, images, fused_blocks=True, precision="bf16")
-    for index in range(-1, candidates):  # candidate -1 warms up the other paths, untimed
+    for index in range(-1 if warm_up else 0, candidates):  # candidate -1 warms up the other paths, untimed
         genotype, net = candidate(size, max(index, 0), kernels, cell_type)
         ref = ReferenceSNASNet(genotype, kernels, **model_shape(size))
         pairs = load_from_kss(ref, net)
@@ -155,6 +155,8 @@ def main():
     parser.add_argument("--batch", type=int, default=None, help="search batch (default: SNASNet's per size)")
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--cell-type", default="forward", choices=["forward", "backward"])
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="skip the untimed candidate on the uncompiled paths (minutes per candidate: first-call costs vanish)")
     args = parser.parse_args()
     default_n = {"tiny": 10, "fashion_mnist": 3, "cifar100": 1}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels {args.kernels}, {args.cell_type} cells; "
@@ -163,7 +165,7 @@ def main():
           f"{'fused/convs':>11} {'fused vs ref':>12} {'bf16 vs fused':>13} {'flips e/f':>9} {'|dR| e/f':>15} "
           f"{'bf16 |dR|':>9} {'peak RSS':>9}", flush=True)
     for size in args.sizes:
-        r = run(size, args.candidates or default_n[size], args.kernels, args.cell_type, args.batch)
+        r = run(size, args.candidates or default_n[size], args.kernels, args.cell_type, args.batch, not args.no_warm_up)
         print(f"{r['size']:<14} {r['batch']:>5} {r['reference']:>9.3f} {r['eager']:>7.3f} {r['fused']:>7.3f} "
               f"{r['bf16']:>7.3f} {r['convs']:>7.3f} {r['fused'] / r['convs']:>10.2f}x "
               f"{r['reference'] / r['fused']:>11.2f}x {r['fused'] / r['bf16']:>12.2f}x "
