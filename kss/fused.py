@@ -67,23 +67,13 @@ def _compiled(fn):
 
 
 @_compiled
-def _lif_divide(x_seq: torch.Tensor, v: torch.Tensor, spikes: torch.Tensor, tau: float, v_threshold: float,
-                v_reset: float) -> torch.Tensor:
-    # spikingjelly's decay-input, hard-reset LIF: h = v + (x - (v - v_reset)) / tau
+def _lif_steps(x_seq: torch.Tensor, v: torch.Tensor, spikes: torch.Tensor, tau, rate, v_threshold: float,
+               v_reset: float) -> torch.Tensor:
+    # spikingjelly's decay-input, hard-reset update: h = v + (x - (v - v_reset)) / tau for LIF,
+    # * sigmoid(w) for PLIF (dynamo specialises on which of tau / rate is None: one kernel each)
     for t in range(x_seq.shape[0]):
-        h = (x_seq[t] - (v - v_reset)) / tau + v
-        fired = h >= v_threshold
-        spikes[t].copy_(fired.to(spikes.dtype))
-        v = torch.where(fired, v_reset, h)
-    return v
-
-
-@_compiled
-def _lif_multiply(x_seq: torch.Tensor, v: torch.Tensor, spikes: torch.Tensor, rate: torch.Tensor,
-                  v_threshold: float, v_reset: float) -> torch.Tensor:
-    # parametric LIF: h = v + (x - (v - v_reset)) * sigmoid(w)
-    for t in range(x_seq.shape[0]):
-        h = (x_seq[t] - (v - v_reset)) * rate + v
+        h = x_seq[t] - (v - v_reset)
+        h = (h / tau if rate is None else h * rate) + v
         fired = h >= v_threshold
         spikes[t].copy_(fired.to(spikes.dtype))
         v = torch.where(fired, v_reset, h)
@@ -95,10 +85,8 @@ def lif(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, ra
     if not isinstance(v, torch.Tensor):
         v = torch.full_like(x_seq[0], v)
     spikes = torch.empty_like(x_seq)
-    if rate is None:
-        v = _lif_divide(x_seq, v, spikes, float(tau), float(v_threshold), float(v_reset))
-    else:
-        v = _lif_multiply(x_seq, v, spikes, rate, float(v_threshold), float(v_reset))
+    tau = None if tau is None else float(tau)
+    v = _lif_steps(x_seq, v, spikes, tau, rate, float(v_threshold), float(v_reset))
     return spikes, v
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from spikingjelly.activation_based import functional, layer
 import torch.nn.functional as F
+from spikingjelly.activation_based import functional, layer
 from torch import nn
 
 from kss import fused

@@ -36,7 +36,7 @@ def kernel(name: str):
 def _gram(x: torch.Tensor) -> torch.Tensor:
     """x x^T per timestep. On a CPU through int8 x int8 -> int32 (2.3x faster than fp32 at CIFAR
     widths): exact for 0/1 spikes, as the fp32 product is while counts stay below 2**24."""
-    t, b, n = x.shape
+    _, b, n = x.shape
     if x.device.type == "cpu" and hasattr(torch, "_int_mm") and b > 16 and b % 8 == 0 and n % 8 == 0:
         spikes = x.to(torch.int8)
         return torch.stack([torch._int_mm(s, s.t()) for s in spikes]).to(x.dtype)
@@ -115,14 +115,19 @@ def mean_kernel(per_layer: list[torch.Tensor]) -> torch.Tensor:
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+def check_precision(precision: str, device: torch.device | None = None) -> None:
+    """One line for a precision that does not exist, or (given the device) that it cannot run."""
+    if precision not in PRECISIONS:
+        raise KssError(f"unknown score.precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "tf32" and device is not None and device.type != "cuda":
+        raise KssError("score.precision=tf32 needs a CUDA device; use fp32 or bf16 on this machine")
+
+
 @contextlib.contextmanager
 def arithmetic(precision: str, device: torch.device):
     """fp32: true fp32 everywhere (cuDNN's default TF32 convolutions off: the reference's bits);
     tf32: CUDA's TF32 matmuls and convolutions; bf16: autocast (convolutions and matmuls in bf16)."""
-    if precision not in PRECISIONS:
-        raise KssError(f"unknown score.precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "tf32" and device.type != "cuda":
-        raise KssError("score.precision=tf32 needs a CUDA device; use fp32 or bf16 on this machine")
+    check_precision(precision, device)
     if precision == "bf16":
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield

@@ -36,7 +36,7 @@ from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
 from kss.params import check_budget_reachable, count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.score import KERNELS, PRECISIONS, score_network
+from kss.score import KERNELS, check_precision, score_network
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ class SearchSetup:
             raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
-        if self.precision not in PRECISIONS:
-            raise KssError(f"unknown score.precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.fused not in ("auto", True, False):
             raise KssError(f"score.fused must be auto, true or false (got {self.fused!r})")
         for name in C.BUDGETS:
@@ -351,6 +350,7 @@ def _score_candidates(setup: SearchSetup, batches: list, device, progress: bool,
     """Score the candidates `indices` (all of them: range(iters)) from the len(records)-th on, appending each
     line to `candidates_path` as it is done; `label` names a shard in the progress bar and messages."""
     indices = range(setup.iters) if indices is None else indices
+    check_precision(setup.precision, device)  # before anything is written: tf32 on a CPU leaves no run dir
     record_settings(candidates_path.parent, setup)  # only once the data is there: bad input writes nothing
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(

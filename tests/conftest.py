@@ -20,3 +20,26 @@ def compose_cfg():
                            return_hydra_config=hydra)
 
     return make
+
+
+@pytest.fixture
+def interrupt_scoring(monkeypatch):
+    """interrupt_scoring(n): the search's n-th scored candidate raises KeyboardInterrupt (a Ctrl-C);
+    returns a function that puts the real scoring back."""
+    import kss.search
+
+    real = kss.search.score_network
+
+    def arm(n: int):
+        calls = []
+
+        def score(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(kss.search, "score_network", score)
+        return lambda: monkeypatch.setattr(kss.search, "score_network", real)
+
+    return arm

@@ -240,22 +240,12 @@ def test_a_search_that_scores_nothing_fails_in_one_line_and_keeps_its_files(comp
     assert len(lines(tmp_path)) == 3 and (tmp_path / SUMMARY).exists()
 
 
-def test_ctrl_c_during_a_search_keeps_what_finished(compose_cfg, tmp_path, monkeypatch):
-    import kss.search
-
-    real, calls = kss.search.score_network, []
-
-    def interrupt_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kss.search, "score_network", interrupt_third)
+def test_ctrl_c_during_a_search_keeps_what_finished(compose_cfg, tmp_path, interrupt_scoring):
+    undo = interrupt_scoring(3)
     with pytest.raises(Interrupted, match="interrupted after 2 of 5 candidates; rerun the same command to resume"):
         run_search(compose_cfg("iters=5"), tmp_path)
     assert len(lines(tmp_path)) == 2
-    monkeypatch.setattr(kss.search, "score_network", real)
+    undo()
     assert run_search(compose_cfg("iters=5"), tmp_path)["candidates_scored"] == 5
 
 
@@ -377,6 +367,7 @@ def test_bad_precision_is_refused_in_one_line(compose_cfg, tmp_path, precision, 
     with pytest.raises(KssError, match=message) as info:
         run_search(compose_cfg(f"score.precision={precision}", "iters=1"), tmp_path)
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "search_settings.json").exists()  # refused before anything is written
 
 
 def test_fused_setting_does_not_split_a_search(compose_cfg, tmp_path):

@@ -65,23 +65,13 @@ def test_a_finished_shard_is_not_recomputed_and_an_explicit_merge_reports_the_sa
     assert again == run_shard(compose_cfg, tmp_path, None) == json.loads((tmp_path / SUMMARY).read_text())
 
 
-def test_an_interrupted_shard_resumes(compose_cfg, tmp_path, monkeypatch):
-    import kss.search
-
+def test_an_interrupted_shard_resumes(compose_cfg, tmp_path, interrupt_scoring):
     run_search(compose_cfg("iters=9"), tmp_path / "one")
-    real, calls = kss.search.score_network, []
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kss.search, "score_network", interrupt_second)
+    undo = interrupt_scoring(2)
     sharded = tmp_path / "sharded"
     with pytest.raises(Interrupted, match="shard-0-of-3 interrupted after 1 of 3 candidates; rerun the same command"):
         run_shard(compose_cfg, sharded, 0, 3, 9)
-    monkeypatch.setattr(kss.search, "score_network", real)
+    undo()
     path = shard_candidates(sharded, 0, 3)
     written = path.read_text()
     assert [json.loads(line)["index"] for line in written.splitlines()] == [0]
@@ -94,19 +84,9 @@ def test_an_interrupted_shard_resumes(compose_cfg, tmp_path, monkeypatch):
     assert_same_search(sharded, tmp_path / "one")
 
 
-def test_missing_and_incomplete_shards_are_reported_by_name(compose_cfg, tmp_path, monkeypatch, caplog):
-    import kss.search
-
+def test_missing_and_incomplete_shards_are_reported_by_name(compose_cfg, tmp_path, interrupt_scoring, caplog):
     run_shard(compose_cfg, tmp_path, 0)
-    real, calls = kss.search.score_network, []
-
-    def interrupt_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kss.search, "score_network", interrupt_second)
+    undo = interrupt_scoring(2)
     with pytest.raises(Interrupted):
         run_shard(compose_cfg, tmp_path, 1)  # shard 1 (candidates 1, 4): 1 of 2 done
     with pytest.raises(KssError) as info:
@@ -119,7 +99,7 @@ def test_missing_and_incomplete_shards_are_reported_by_name(compose_cfg, tmp_pat
     assert "shard-2-of-3 (not started, 2 candidates): python search.py <the same settings> shard=2" in message
     assert not (tmp_path / SUMMARY).exists()
     # a shard that finishes while others are missing says which it waits for
-    monkeypatch.setattr(kss.search, "score_network", real)
+    undo()
     with caplog.at_level("INFO", logger="kss"):
         run_shard(compose_cfg, tmp_path, 1)
     assert "shard-1-of-3 is done; waiting for shard-2-of-3 (not started, 2 candidates)" in caplog.text
