@@ -26,5 +26,5 @@ echo "## equivalence test on CUDA (spikes and R against the reference transcript
 timeout 180 $PY -m pytest tests/test_equivalence.py -q -k cuda -p no:cacheprovider 2>&1 | tail -15
 
 echo "## throughput and memory"
-timeout 270 $PY benchmarks/gpu_check.py --candidates 5
+timeout 300 $PY benchmarks/gpu_check.py --candidates 5
 echo '```'

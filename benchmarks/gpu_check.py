@@ -3,8 +3,9 @@
     python benchmarks/gpu_check.py [--candidates 5] [--quick]
 
 Prints, for SNASNet's CIFAR-10 and CIFAR-100 widths at batch 256 x 2 repeats: candidates/s of the
-R-score under fp32 (the reference's arithmetic: TF32 off), tf32 and bf16 autocast, with the |dR|
-against fp32 and the peak GPU memory per candidate; a training step's images/s in fp32 and
+R-score under fp32 (the reference's arithmetic: TF32 off), fp32 channels-last, fp32 with cuDNN's
+autotuner, tf32, and bf16 (channels-last, and NCHW), with the |dR| against fp32 and the peak GPU
+memory per candidate; a training step's images/s in fp32 and
 bf16-mixed; and, for the small presets, whether scoring two candidates at once on two CUDA streams
 raises candidates/s over one after another.
 """
@@ -34,6 +35,16 @@ WIDTHS = {  # SNASNet's networks (conf/model/snasnet_*.yaml), CIFAR-sized input
 }
 
 
+SCORE_VARIANTS = {  # the first is the baseline the others' |dR| is measured against
+    "fp32": dict(precision="fp32"),
+    "fp32 channels_last": dict(precision="fp32", layout="channels_last"),
+    "fp32 cudnn_bench": dict(precision="fp32", cudnn_benchmark=True),
+    "tf32": dict(precision="tf32"),
+    "bf16": dict(precision="bf16"),
+    "bf16 nchw": dict(precision="bf16", layout="nchw"),
+}
+
+
 def spec(name: str) -> ModelSpec:
     return ModelSpec(in_channels=3, image_size=32, timesteps=5, dropout=0.5, sap=2, **WIDTHS[name])
 
@@ -49,18 +60,18 @@ def score_rates(name: str, candidates: int, batch: int, device) -> None:
     images = [torch.randn(batch, 3, 32, 32, device=device, generator=torch.Generator(device).manual_seed(r))
               for r in range(2)]
     fp32_scores = []
-    for precision in ("fp32", "tf32", "bf16"):
-        score_network(candidate(name, 0, device), images, precision=precision)  # warm-up
+    for label, options in SCORE_VARIANTS.items():
+        score_network(candidate(name, 0, device), images, **options)  # warm-up (and cuDNN's autotuning)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         scores, start = [], time.perf_counter()
         for index in range(candidates):
             torch.manual_seed(1)
-            scores.append(score_network(candidate(name, index, device), images, precision=precision))
+            scores.append(score_network(candidate(name, index, device), images, **options))
         seconds = (time.perf_counter() - start) / candidates
         fp32_scores = fp32_scores or scores
         delta = max(abs(a - b) for a, b in zip(scores, fp32_scores))
-        print(f"{name:<9} batch {batch} {precision:<5} {1 / seconds:7.2f} cand/s ({seconds:.3f} s)  "
+        print(f"{name:<9} batch {batch} {label:<18} {1 / seconds:7.2f} cand/s ({seconds:.3f} s)  "
               f"max|dR| vs fp32 {delta:.2e}  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
               flush=True)
 

@@ -8,11 +8,14 @@ reference:  tests/reference_snasnet.py, SNASNet's forward as written (single-ste
             loop over timesteps, per-timestep BN, its K hook per LIF call).
 eager:      kss with score.fused=false: multi-step, no-grad LIF, one Gram product per layer.
 fused:      kss with score.fused=true: kss.fused's compiled LIF and pool (compiled in the warm-up).
-bf16:       fused under score.precision=bf16 (autocast): not exact; its R is compared with fp32's.
+bf16:       fused under score.precision=bf16 (a bf16, channels-last copy of the network): not exact;
+            its R is compared with fp32's.
 convs:      the candidate's convolutions alone, on the shapes and weights of the scoring forward;
             `fused/convs` is how close everything else comes to free (issue 9's target: <= 1.3x).
+convs bf16: the same convolutions in bf16, channels-last: the most bf16 can gain on this CPU.
 flips:      spikes that differ from the reference (eager and fused; must be 0), |dR| likewise.
-peak RSS:   the high-water mark of a fresh process that scores one candidate on the fused path.
+peak RSS:   the high-water mark (VmHWM) of a fresh process that scores one candidate on the fused path,
+            fp32 and bf16. (ru_maxrss would be wrong here: Linux carries it over from the parent.)
 Batch sizes are SNASNet's: 256 x 2 repeats at CIFAR-100 size (--batch to change).
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import sys
 import time
 from pathlib import Path
@@ -44,7 +46,7 @@ SIZES = {
     "fashion_mnist": (dict(c1=16, c2=32, population=100, hidden=256, timesteps=4), 28, 1, 128),
     "cifar100": (dict(c1=128, c2=256, population=500, hidden=1024, timesteps=5, num_classes=100), 32, 3, 256),
 }
-PATHS = ("reference", "eager", "fused", "bf16", "convs")
+PATHS = ("reference", "eager", "fused", "bf16", "convs", "convs_bf16")
 
 
 def timed(fn):
@@ -73,8 +75,9 @@ def candidate(size: str, index: int, kernels, cell_type: str):
 
 
 @torch.no_grad()
-def convs_only_seconds(net, images: list[torch.Tensor]) -> float:
-    """The scoring forward's convolutions, replayed alone on inputs of the same shapes."""
+def convs_only_seconds(net, images: list[torch.Tensor], dtype=torch.float32) -> float:
+    """The scoring forward's convolutions, replayed alone on inputs of the same shapes
+    (bf16: in channels-last, the layout score.precision=bf16 runs in)."""
     calls = []
     hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0].shape)))
              for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -84,10 +87,12 @@ def convs_only_seconds(net, images: list[torch.Tensor]) -> float:
     finally:
         for h in hooks:
             h.remove()
-    inputs = [(m, torch.rand(shape)) for m, shape in calls]
+    layout = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
+    inputs = [(m, m.weight.to(dtype).contiguous(memory_format=layout),
+               torch.rand(shape).to(dtype).contiguous(memory_format=layout)) for m, shape in calls]
     start = time.perf_counter()
-    for m, x in inputs:
-        F.conv2d(x, m.weight, m.bias, m.stride, m.padding)
+    for m, weight, x in inputs:
+        F.conv2d(x, weight, None, m.stride, m.padding)
     return time.perf_counter() - start
 
 
@@ -110,12 +115,13 @@ def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None, 
             "fused": lambda: score_network(net, images, fused_blocks=True),
             "bf16": lambda: score_network(net, images, fused_blocks=True, precision="bf16"),
             "convs": lambda: convs_only_seconds(net, images),
+            "convs_bf16": lambda: convs_only_seconds(net, images, torch.bfloat16),
         }
         scores = {}
         for name, fn in runs.items():
             torch.manual_seed(1)  # the same dropout masks everywhere
             scores[name], s = timed(fn)
-            seconds[name] += (scores[name] if name == "convs" else s) if index >= 0 else 0.0
+            seconds[name] += (scores[name] if name.startswith("convs") else s) if index >= 0 else 0.0
         if index < 0:
             continue
         r_fp32.append(scores["fused"]), r_bf16.append(scores["bf16"])
@@ -128,20 +134,22 @@ def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None, 
         total += t
     return {"size": size, "batch": images[0].shape[0], **{k: v / candidates for k, v in seconds.items()},
             "flips": flips, "total": total, "delta_r": delta_r,
-            "bf16_dr": max(abs(a - b) for a, b in zip(r_fp32, r_bf16)), "peak_rss_mb": peak_rss_mb(size, kernels, cell_type, batch)}
+            "bf16_dr": max(abs(a - b) for a, b in zip(r_fp32, r_bf16)),
+            **{f"peak_{p}": peak_rss_mb(size, kernels, cell_type, batch, p) for p in ("fp32", "bf16")}}
 
 
-def _score_one(size, kernels, cell_type, batch, queue) -> None:
+def _score_one(size, kernels, cell_type, batch, precision, queue) -> None:
     _, net = candidate(size, 0, kernels, cell_type)
-    score_network(net, make_images(size, batch), fused_blocks=True)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+    score_network(net, make_images(size, batch), fused_blocks=True, precision=precision)
+    status = Path("/proc/self/status").read_text()
+    queue.put(int(status.split("VmHWM:")[1].split()[0]) / 1024)  # this process's own high-water mark, kB
 
 
-def peak_rss_mb(size: str, kernels, cell_type: str, batch: int | None) -> float:
+def peak_rss_mb(size: str, kernels, cell_type: str, batch: int | None, precision: str) -> float:
     """Peak RSS of a fresh process (spawned: no memory of this one's runs) scoring one candidate."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_score_one, args=(size, kernels, cell_type, batch, queue))
+    child = context.Process(target=_score_one, args=(size, kernels, cell_type, batch, precision, queue))
     child.start()
     peak = queue.get()
     child.join()
@@ -163,14 +171,15 @@ def main():
           "seconds per candidate (2 repeats)")
     print(f"{'config':<14} {'batch':>5} {'reference':>9} {'eager':>7} {'fused':>7} {'bf16':>7} {'convs':>7} "
           f"{'fused/convs':>11} {'fused vs ref':>12} {'bf16 vs fused':>13} {'flips e/f':>9} {'|dR| e/f':>15} "
-          f"{'bf16 |dR|':>9} {'peak RSS':>9}", flush=True)
+          f"{'bf16 |dR|':>9} {'convs bf16':>10} {'bf16/convs bf16':>15} {'peak fp32/bf16':>15}", flush=True)
     for size in args.sizes:
         r = run(size, args.candidates or default_n[size], args.kernels, args.cell_type, args.batch, not args.no_warm_up)
         print(f"{r['size']:<14} {r['batch']:>5} {r['reference']:>9.3f} {r['eager']:>7.3f} {r['fused']:>7.3f} "
               f"{r['bf16']:>7.3f} {r['convs']:>7.3f} {r['fused'] / r['convs']:>10.2f}x "
               f"{r['reference'] / r['fused']:>11.2f}x {r['fused'] / r['bf16']:>12.2f}x "
               f"{r['flips']['eager']:>4}/{r['flips']['fused']:<4} {r['delta_r']['eager']:>7.1e}/{r['delta_r']['fused']:<7.1e} "
-              f"{r['bf16_dr']:>9.2e} {r['peak_rss_mb']:>7.0f}MB", flush=True)
+              f"{r['bf16_dr']:>9.2e} {r['convs_bf16']:>10.3f} {r['bf16'] / r['convs_bf16']:>14.2f}x "
+              f"{r['peak_fp32']:>6.0f}/{r['peak_bf16']:.0f}MB", flush=True)
 
 
 if __name__ == "__main__":

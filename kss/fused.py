@@ -82,8 +82,8 @@ def _lif_steps(x_seq: torch.Tensor, v: torch.Tensor, spikes: torch.Tensor, tau, 
 
 def lif(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
     """(spikes [T, ...], v after the last step), as kss.neurons._lif_no_grad computes them."""
-    if not isinstance(v, torch.Tensor):
-        v = torch.full_like(x_seq[0], v)
+    if not isinstance(v, torch.Tensor):  # a bf16 network's membranes stay float32
+        v = torch.full_like(x_seq[0], v, dtype=torch.promote_types(x_seq.dtype, torch.float32))
     spikes = torch.empty_like(x_seq)
     tau = None if tau is None else float(tau)
     v = _lif_steps(x_seq, v, spikes, tau, rate, float(v_threshold), float(v_reset))

@@ -96,21 +96,25 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
     joint: statistics over all T x B samples at once. In eval both use the running statistics.
     """
 
-    def __init__(self, channels: int, per_step: bool = True):
+    def __init__(self, channels: int, per_step: bool = True, owns_input: bool = False):
         super().__init__(channels)
         self.per_step = per_step
+        # owns_input: nothing else reads the input (a convolution's fresh output), so the no-grad
+        # path may normalise it in place, the same bits without a second [T, B, C, H, W] tensor
+        self.owns_input = owns_input
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.per_step and self.training and x_seq.shape[0] > 1:
-            if not torch.is_grad_enabled() and x_seq.is_contiguous() and x_seq.dtype == self.weight.dtype:
+            if not torch.is_grad_enabled() and _dense_steps(x_seq) and x_seq.dtype == self.weight.dtype:
                 return self._per_step_into(x_seq)
             # cat keeps channels-last, where stack would not
             return torch.cat([super(SeqBatchNorm2d, self).forward(x) for x in x_seq]).unflatten(0, x_seq.shape[:2])
         return super().forward(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
 
     def _per_step_into(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """The same per-step kernel calls, each writing its slice of one output (no cat copy)."""
-        out = torch.empty_like(x_seq)
+        """The same per-step kernel calls, each writing its slice of one output (no cat copy):
+        the input itself where this layer owns it (statistics are reduced before anything is written)."""
+        out = x_seq if self.owns_input else torch.empty_like(x_seq)
         mean, invstd = x_seq.new_empty(0), x_seq.new_empty(0)  # the kernel's saved statistics (distinct buffers)
         track = self.track_running_stats  # as BatchNorm2d.forward: without it, batch statistics and no update
         for x, y in zip(x_seq, out):
@@ -124,13 +128,21 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
         return out
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", per_step={self.per_step}"
+        return super().extra_repr() + f", per_step={self.per_step}, owns_input={self.owns_input}"
+
+
+def _dense_steps(x_seq: torch.Tensor) -> bool:
+    """Timesteps stored one after another (not a time-constant view), each a dense NCHW or
+    channels-last map: what empty_like reproduces, and what may be overwritten step by step."""
+    step = x_seq[0]
+    dense = step.is_contiguous() or step.is_contiguous(memory_format=torch.channels_last)
+    return dense and x_seq.stride(0) == step.numel()
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, per_step: bool) -> nn.Module:
     return nn.Sequential(
         layer.SeqToANNContainer(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)),
-        SeqBatchNorm2d(c_out, per_step),
+        SeqBatchNorm2d(c_out, per_step, owns_input=True),
     )
 
 
@@ -231,7 +243,6 @@ class SNASNet(nn.Module):
     def __init__(self, genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec, channels_last: bool = True):
         super().__init__()
         self.spec = spec
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.stem = nn.Sequential(
             nn.Conv2d(spec.in_channels, spec.c1, 3, padding=1, bias=False), nn.BatchNorm2d(spec.c1)
         )
@@ -255,7 +266,12 @@ class SNASNet(nn.Module):
             nn.Linear(spec.hidden, spec.population),
         )
         self._init_weights()
-        self.to(memory_format=self.memory_format)
+        self.use_memory_format(torch.channels_last if channels_last else torch.contiguous_format)
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> "SNASNet":
+        """Weights and every activation in this layout from now on (images are converted on entry)."""
+        self.memory_format = memory_format
+        return self.to(memory_format=memory_format)
 
     def _init_weights(self) -> None:
         for m in self.modules():

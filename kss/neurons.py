@@ -56,8 +56,8 @@ class NeuronSpec:
 def _lif_no_grad(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
     """Hard-reset, decay-input LIF over [T, ...] with the arithmetic of spikingjelly's kernels:
     h = v + (x - (v - v_reset)) / tau for LIF, h = v + (x - (v - v_reset)) * sigmoid(w) for PLIF."""
-    if not isinstance(v, torch.Tensor):
-        v = torch.full_like(x_seq[0], v)
+    if not isinstance(v, torch.Tensor):  # a bf16 network's membranes stay float32
+        v = torch.full_like(x_seq[0], v, dtype=torch.promote_types(x_seq.dtype, torch.float32))
     spikes = torch.empty_like(x_seq)
     for t in range(x_seq.shape[0]):
         h = x_seq[t] - (v - v_reset)
@@ -79,10 +79,18 @@ def _lif_sequence(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, ta
     return run(x_seq, v, v_threshold, v_reset, tau=tau, rate=rate)
 
 
+def _spikingjelly_path(forward, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """spikingjelly's own kernels; a bf16 scoring network's currents are widened first, so that
+    the membrane is float32 there too (as in _lif_no_grad), and its spikes (0/1) narrowed back."""
+    if torch.is_grad_enabled() or x_seq.dtype in (torch.float32, torch.float64):
+        return forward(x_seq, *args, **kwargs)
+    return forward(x_seq.float(), *args, **kwargs).to(x_seq.dtype)
+
+
 class LIF(neuron.LIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if not _own_path(self, x_seq):
-            return super().multi_step_forward(x_seq, *args, **kwargs)
+            return _spikingjelly_path(super().multi_step_forward, x_seq, *args, **kwargs)
         spikes, self.v = _lif_sequence(x_seq, self.v, self.v_threshold, self.v_reset, tau=self.tau)
         return spikes
 
@@ -90,7 +98,7 @@ class LIF(neuron.LIFNode):
 class PLIF(neuron.ParametricLIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if not _own_path(self, x_seq):
-            return super().multi_step_forward(x_seq, *args, **kwargs)
+            return _spikingjelly_path(super().multi_step_forward, x_seq, *args, **kwargs)
         spikes, self.v = _lif_sequence(x_seq, self.v, self.v_threshold, self.v_reset, rate=self.w.sigmoid())
         return spikes
 

@@ -36,7 +36,7 @@ from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
 from kss.params import check_budget_reachable, count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.score import KERNELS, check_precision, score_network
+from kss.score import KERNELS, check_precision, memory_format, score_network
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class SearchSetup:
     max_params: float | None = None
     data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
     precision: str = "fp32"  # score.precision: fp32 (the reference's bits) | tf32 | bf16
+    layout: str = "auto"  # score.layout: auto (NCHW; channels-last for bf16) | nchw | channels_last
+    cudnn_benchmark: bool = False  # score.cudnn_benchmark: cuDNN's autotuner (CUDA)
     fused: bool | str = "auto"  # score.fused: compiled LIF/pool blocks; the same bits, so not a setting
     shards: int = 1  # how many processes split the candidates (kss.shards); 1: one process scores them all
     max_energy_uj: float | None = None  # filtered after scoring: the cost needs a forward pass
@@ -79,7 +81,9 @@ class SearchSetup:
             raise KssError(f"unknown score kind {self.score!r}; use one of {', '.join(KERNELS)}")
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
-        check_precision(self.precision)
+        check_precision(self.precision, layout=self.layout)
+        if not isinstance(self.cudnn_benchmark, bool):
+            raise KssError(f"score.cudnn_benchmark must be true or false (got {self.cudnn_benchmark!r})")
         if self.fused not in ("auto", True, False):
             raise KssError(f"score.fused must be auto, true or false (got {self.fused!r})")
         for name in C.BUDGETS:
@@ -92,14 +96,18 @@ class SearchSetup:
         data = asdict(self)
         data.pop("iters")
         data.pop("fused")  # bit-identical either way (tests/test_equivalence.py)
+        data["layout"] = self.effective_layout()  # auto is NCHW (scoring_network's) unless bf16
         # Cost settings change the result only through a budget; left out at their defaults, so
         # searches from before they existed still resume.
         if not self.cost_budgets():
             data.pop("cost")
-        for name, default in (("max_energy_uj", None), ("max_sops", None), ("cost_every", False), ("precision", "fp32")):
-            if data[name] == default:
+        for name, default in LATER_SETTINGS.items():
+            if name != "shards" and data[name] == default:
                 data.pop(name)
         return json.loads(json.dumps(data))
+
+    def effective_layout(self) -> str:
+        return "channels_last" if memory_format(self.precision, self.layout) == torch.channels_last else "nchw"
 
     def cost_budgets(self) -> dict:
         """The budgets that need a candidate's cost (a forward pass), when set."""
@@ -127,6 +135,8 @@ def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
         max_params=cfg.budget.max_params,
         data_split=C.data_split(cfg),
         precision=cfg.score.get("precision", "fp32"),
+        layout=cfg.score.get("layout", "auto"),
+        cudnn_benchmark=cfg.score.get("cudnn_benchmark", False),
         fused=cfg.score.get("fused", "auto"),
         shards=shards,
         max_energy_uj=cfg.budget.get("max_energy_uj"),
@@ -164,7 +174,7 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
         return record | {"status": "over_budget", "score": None, "raw_score": None, **candidate_figures(None),
                          "exceeds": "max_params", "seconds": time.perf_counter() - start}
     net = candidate_network(setup, genotype, init_seed, device)
-    score = score_network(net, batches, setup.score, fused_blocks, setup.precision)
+    score = score_network(net, batches, setup.score, fused_blocks, setup.precision, setup.layout, setup.cudnn_benchmark)
     status = "scored" if math.isfinite(score) else "non_finite"
     cost, exceeds = None, None
     if status == "scored" and (setup.cost_every or setup.cost_budgets()):
@@ -226,11 +236,17 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+# Settings added after searches had been run: a stored search without one ran at its default
+# (and one that stored the default resumes as well).
+LATER_SETTINGS = {"shards": 1, "max_energy_uj": None, "max_sops": None, "cost_every": False, "precision": "fp32",
+                  "layout": "nchw", "cudnn_benchmark": False}
+
+
 def check_settings(out_dir: Path, setup: SearchSetup) -> None:
     path = out_dir / SETTINGS
     if path.exists():
-        before = {"shards": 1} | json.loads(path.read_text())  # searches from before sharding had one
-        now = setup.settings()
+        before = LATER_SETTINGS | json.loads(path.read_text())
+        now = LATER_SETTINGS | setup.settings()
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
             how = f" (it was run with shards={before['shards']})" if "shards" in changed else ""
@@ -263,6 +279,8 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
         "dataset": setup.dataset,
         "score_kind": setup.score,
         "precision": setup.precision,
+        "layout": setup.effective_layout(),
+        "cudnn_benchmark": setup.cudnn_benchmark and device.type == "cuda",
         "fused": use_fused(setup, device),
         "best_index": best["index"] if best else None,
         "best_genotype": best["genotype"] if best else None,

@@ -154,6 +154,14 @@ def test_fused_blocks_are_bitwise_the_eager_ops():
         eager_spikes, eager_v = _lif_no_grad(x, 0.0, 1.0, 0.0, **kwargs)
         fused_spikes, fused_v = fused.lif(x, 0.0, 1.0, 0.0, **kwargs)
         assert torch.equal(eager_spikes, fused_spikes) and torch.equal(eager_v, fused_v)
+        # a bf16 network's currents: the membrane stays float32, so the spikes are those of the same
+        # values in float32 (a bf16 membrane would round v and flip spikes)
+        low = x.bfloat16()
+        for lif in (_lif_no_grad, fused.lif):
+            spikes, v = lif(low, 0.0, 1.0, 0.0, **kwargs)
+            want_spikes, want_v = lif(low.float(), 0.0, 1.0, 0.0, **kwargs)
+            assert spikes.dtype == torch.bfloat16 and v.dtype == torch.float32
+            assert torch.equal(spikes.float(), want_spikes) and torch.equal(v, want_v)
     for kernel, stride, padding in ((3, 1, 1), (2, 2, 0), (4, 4, 0)):
         pooled = torch.nn.functional.avg_pool2d(x[0], kernel, stride=stride, padding=padding)
         assert torch.equal(fused.avg_pool(x[0], kernel, stride, padding), pooled)

@@ -109,3 +109,37 @@ def test_bad_neuron_settings():
         NeuronSpec(kind="izhikevich")
     with pytest.raises(KssError, match="tau must be > 1"):
         NeuronSpec(tau=0.5)
+
+
+@pytest.mark.parametrize("owns_input", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_per_step_batch_norm_writes_the_same_bits_in_place(layout, owns_input):
+    """The no-grad path (each timestep's kernel writing its slice of one output, or of the input
+    itself where the layer owns it) against the concatenating path, in both layouts a network
+    runs in; running statistics too."""
+    from kss.network import SeqBatchNorm2d
+
+    x = torch.randn(3, 4, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+    x = x.flatten(0, 1).contiguous(memory_format=layout).unflatten(0, (3, 4))
+    fast, plain = SeqBatchNorm2d(6, owns_input=owns_input), SeqBatchNorm2d(6)
+    with torch.enable_grad():
+        want = plain(x).detach()  # grad enabled: the cat path
+    given = x.clone()
+    with torch.no_grad():
+        out = fast(given)
+    assert torch.equal(out, want) and out[0].is_contiguous(memory_format=layout)
+    assert (out.data_ptr() == given.data_ptr()) == owns_input  # the fast path ran, in place only if owned
+    assert torch.equal(fast.running_mean, plain.running_mean) and torch.equal(fast.running_var, plain.running_var)
+    assert int(fast.num_batches_tracked) == 3
+
+
+def test_per_step_batch_norm_never_writes_into_a_time_constant_view():
+    """An expanded input (one map for every timestep) must not be normalised step by step in place."""
+    from kss.network import SeqBatchNorm2d
+
+    once = torch.randn(1, 4, 6, 5, 5, generator=torch.Generator().manual_seed(1))
+    x = once.expand(3, -1, -1, -1, -1)
+    with torch.no_grad():
+        out = SeqBatchNorm2d(6, owns_input=True)(x)
+    assert torch.equal(x[0], once[0])  # untouched
+    assert torch.equal(out[0], out[2]) and out.stride(0) == out[0].numel()

@@ -100,3 +100,72 @@ def test_score_is_repeatable_and_averages_batches():
 def test_unknown_score_kind():
     with pytest.raises(KssError, match="unknown score kind"):
         score_network(tiny_net(), [torch.randn(4, 3, 8, 8)], "synflow")
+
+
+@pytest.mark.parametrize("batch", [6, 24])  # 6: the float bmm; 24: the int8 product
+@pytest.mark.parametrize("kernel", [hamming_kernel, naswot_kernel])
+def test_bf16_spikes_give_the_float32_kernel_exactly(kernel, batch):
+    """0/1 is exact in bf16, so a bf16 network's kernel must be the fp32 one; with N = 4096 a
+    product or count kept in bf16 (8 bits of mantissa) would round counts above 256."""
+    spikes = torch.from_numpy(fixed_spikes(b=batch, n=4096, p=0.5)).float()
+    k32, k16 = kernel(spikes), kernel(spikes.bfloat16())
+    assert k16.dtype == torch.float32 and torch.equal(k16, k32)
+
+
+def test_bf16_scores_a_bf16_channels_last_copy_and_leaves_the_candidate_alone(monkeypatch):
+    from kss import score
+    from kss.score import prepared
+
+    net = tiny_net(kind="plif")
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    twin, (cast,) = prepared(net, [images], "bf16")
+    conv = twin.stem[0].weight
+    assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
+    assert cast.dtype == torch.bfloat16 and twin.memory_format == torch.channels_last
+    assert all(p.dtype == torch.float32 for m in twin.modules() if isinstance(m, BaseNode) for p in m.parameters())
+    assert net.stem[0].weight.dtype == torch.float32 and net.memory_format == torch.channels_last  # untouched
+    seen = []  # what reaches the kernel: bf16 spikes, from the bf16 copy
+    monkeypatch.setitem(score.KERNELS, "probe", lambda x: (seen.append(x.dtype), hamming_kernel(x))[1])
+    fp32 = score_network(net, [images])
+    bf16 = score_network(net, [images], "probe", precision="bf16")
+    assert set(seen) == {torch.bfloat16}
+    assert math.isfinite(bf16) and bf16 == pytest.approx(fp32, rel=0.05)
+    assert score_network(net, [images]) == fp32  # the candidate still scores as before
+
+
+def test_cuda_switches_hold_inside_the_scoring_context_only():
+    """TF32 and cuDNN's autotuner are flags; set for the score on a CUDA device, restored after."""
+    from kss.score import arithmetic
+
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,  # noqa: E731
+                     torch.backends.cudnn.benchmark)
+    before = flags()
+    with arithmetic("tf32", torch.device("cuda"), cudnn_benchmark=True):
+        assert flags() == (True, True, True)
+    with arithmetic("fp32", torch.device("cuda")):
+        assert flags() == (False, False, False)  # the reference's arithmetic: cuDNN's TF32 default off too
+    with arithmetic("fp32", torch.device("cpu"), cudnn_benchmark=True):
+        assert flags() == before  # nothing to switch on a CPU
+    assert flags() == before
+
+
+def test_layout_is_a_copy_of_the_candidate_in_that_layout():
+    from kss.network import scoring_network
+    from kss.score import prepared
+
+    torch.manual_seed(0)
+    g = sample_genotype(np.random.default_rng(4), [1, 3], "forward")
+    net = scoring_network(g, ModelSpec(c1=4, c2=8, hidden=16, population=10, image_size=8, timesteps=3), NeuronSpec())
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert prepared(net, [images], "fp32")[0] is net and prepared(net, [images], "fp32", "nchw")[0] is net
+    twin, _ = prepared(net, [images], "fp32", "channels_last")
+    assert twin.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.stem[0].weight.is_contiguous() and net.memory_format == torch.contiguous_format
+    assert prepared(tiny_net(), [images], "fp32", "nchw")[0].stem[0].weight.is_contiguous()  # a channels-last net
+    scores = {}
+    for layout in ("auto", "channels_last"):
+        torch.manual_seed(0)
+        scores[layout] = score_network(net, [images], layout=layout)
+    assert math.isfinite(scores["channels_last"]) and scores["channels_last"] == pytest.approx(scores["auto"], rel=1e-3)
+    with pytest.raises(KssError, match="unknown score.layout"):
+        score_network(net, [images], layout="nhwc")

@@ -74,6 +74,20 @@ def test_resume_refuses_other_settings(compose_cfg, tmp_path):
         run_search(compose_cfg("kernel_set=set2"), tmp_path)
 
 
+def test_settings_stored_at_their_defaults_resume_either_way(compose_cfg, tmp_path):
+    """A search that wrote a later setting at its default (an earlier kss did, for precision) resumes,
+    and one that wrote a non-default value still refuses."""
+    from kss.search import SETTINGS
+
+    run_search(compose_cfg("iters=2"), tmp_path)
+    settings = json.loads((tmp_path / SETTINGS).read_text())
+    (tmp_path / SETTINGS).write_text(json.dumps(settings | {"precision": "fp32", "cost_every": False}))
+    assert run_search(compose_cfg("iters=3"), tmp_path)["candidates_scored"] == 3
+    (tmp_path / SETTINGS).write_text(json.dumps(settings | {"precision": "bf16"}))
+    with pytest.raises(KssError, match="other settings .*precision"):
+        run_search(compose_cfg("iters=4"), tmp_path)
+
+
 def test_resume_refuses_another_data_split(compose_cfg, tmp_path):
     run_search(compose_cfg("iters=2", "dataset.val_size=32"), tmp_path)
     with pytest.raises(KssError, match="other settings .*data_split"):
@@ -358,14 +372,17 @@ def test_experiment_presets_compose_with_search(compose_cfg, tmp_path):
 def test_bf16_search_completes_with_finite_scores(compose_cfg, tmp_path):
     summary = run_search(compose_cfg("score.precision=bf16", "iters=3"), tmp_path)
     records = read_candidates(tmp_path / CANDIDATES)
-    assert summary["precision"] == "bf16" and len(records) == 3
+    assert summary["precision"] == "bf16" and summary["layout"] == "channels_last" and len(records) == 3
     assert all(r["status"] == "scored" and math.isfinite(r["score"]) for r in records)
 
 
-@pytest.mark.parametrize("precision, message", [("tf32", "needs a CUDA device"), ("fp8", "unknown score.precision")])
-def test_bad_precision_is_refused_in_one_line(compose_cfg, tmp_path, precision, message):
+@pytest.mark.parametrize("override, message", [("score.precision=tf32", "needs a CUDA device"),
+                                               ("score.precision=fp8", "unknown score.precision"),
+                                               ("score.layout=nhwc", "unknown score.layout"),
+                                               ("score.cudnn_benchmark=maybe", "must be true or false")])
+def test_bad_precision_is_refused_in_one_line(compose_cfg, tmp_path, override, message):
     with pytest.raises(KssError, match=message) as info:
-        run_search(compose_cfg(f"score.precision={precision}", "iters=1"), tmp_path)
+        run_search(compose_cfg(override, "iters=1"), tmp_path)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "search_settings.json").exists()  # refused before anything is written
 
