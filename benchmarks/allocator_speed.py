@@ -1,7 +1,7 @@
 """How much of a scoring forward goes to fresh memory: one candidate at CIFAR-100 widths, eager and
 fused kss against its convolutions alone. Run it under different allocator settings (allocator.sh).
 
-    python benchmarks/allocator_speed.py [--batch 128]
+    python benchmarks/allocator_speed.py [--batch 128] [--precision bf16]
 
 A [T*B, 128, 32, 32] fp32 tensor is 671 MB at batch 256. glibc hands blocks this large out with
 mmap and returns them on free, so every layer's output is new memory that the kernel must fault in
@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import candidate, convs_only_seconds, make_images  # noqa: E402
 
@@ -24,20 +26,22 @@ from kss.score import score_network  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: the convs-alone replay too")
     args = parser.parse_args()
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     images = make_images("cifar100", args.batch)
     _, net = candidate("cifar100", 0, [3, 5], "forward")
     for fused_blocks in (False, True):  # compile and warm up, untimed
-        score_network(net, images, fused_blocks=fused_blocks)
+        score_network(net, images, fused_blocks=fused_blocks, precision=args.precision)
     seconds = {}
     for name, fused_blocks in (("eager", False), ("fused", True)):
         start = time.perf_counter()
-        score_network(net, images, fused_blocks=fused_blocks)
+        score_network(net, images, fused_blocks=fused_blocks, precision=args.precision)
         seconds[name] = time.perf_counter() - start
-    seconds["convs"] = convs_only_seconds(net, images)
+    seconds["convs"] = convs_only_seconds(net, images, dtype)
     status = Path("/proc/self/status").read_text()
     peak = int(status.split("VmHWM:")[1].split()[0]) / 2**20
-    print(f"batch {args.batch}: eager {seconds['eager']:.2f} s, fused {seconds['fused']:.2f} s, convs alone "
+    print(f"{args.precision}, batch {args.batch}: eager {seconds['eager']:.2f} s, fused {seconds['fused']:.2f} s, convs alone "
           f"{seconds['convs']:.2f} s, fused/convs {seconds['fused'] / seconds['convs']:.2f}x, "
           f"peak RSS {peak:.1f} GB (incl. the convs-alone replay)", flush=True)
 
