@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_speed import candidate, convs_only_seconds, make_images  # noqa: E402
+from search_speed import candidate, convs_only_seconds, high_water_mb, make_images  # noqa: E402
 
 from kss.score import score_network  # noqa: E402
 
@@ -39,8 +39,7 @@ def main() -> None:
         score_network(net, images, fused_blocks=fused_blocks, precision=args.precision)
         seconds[name] = time.perf_counter() - start
     seconds["convs"] = convs_only_seconds(net, images, dtype)
-    status = Path("/proc/self/status").read_text()
-    peak = int(status.split("VmHWM:")[1].split()[0]) / 2**20
+    peak = high_water_mb() / 1024
     print(f"{args.precision}, batch {args.batch}: eager {seconds['eager']:.2f} s, fused {seconds['fused']:.2f} s, convs alone "
           f"{seconds['convs']:.2f} s, fused/convs {seconds['fused'] / seconds['convs']:.2f}x, "
           f"peak RSS {peak:.1f} GB (incl. the convs-alone replay)", flush=True)

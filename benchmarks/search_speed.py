@@ -141,8 +141,13 @@ def run(size: str, candidates: int, kernels, cell_type: str, batch: int | None, 
 def _score_one(size, kernels, cell_type, batch, precision, queue) -> None:
     _, net = candidate(size, 0, kernels, cell_type)
     score_network(net, make_images(size, batch), fused_blocks=True, precision=precision)
+    queue.put(high_water_mb())
+
+
+def high_water_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would include a parent's, across fork and exec)."""
     status = Path("/proc/self/status").read_text()
-    queue.put(int(status.split("VmHWM:")[1].split()[0]) / 1024)  # this process's own high-water mark, kB
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
 def peak_rss_mb(size: str, kernels, cell_type: str, batch: int | None, precision: str) -> float:

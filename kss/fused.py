@@ -80,10 +80,17 @@ def _lif_steps(x_seq: torch.Tensor, v: torch.Tensor, spikes: torch.Tensor, tau, 
     return v
 
 
+def membrane(x_seq: torch.Tensor, v) -> torch.Tensor:
+    """The membrane a LIF layer starts from: v itself, or a reset value filled in. At least float32,
+    so a bf16 network's membranes are float32 (its currents are widened as they are added)."""
+    if isinstance(v, torch.Tensor):
+        return v
+    return torch.full_like(x_seq[0], v, dtype=torch.promote_types(x_seq.dtype, torch.float32))
+
+
 def lif(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
     """(spikes [T, ...], v after the last step), as kss.neurons._lif_no_grad computes them."""
-    if not isinstance(v, torch.Tensor):  # a bf16 network's membranes stay float32
-        v = torch.full_like(x_seq[0], v, dtype=torch.promote_types(x_seq.dtype, torch.float32))
+    v = membrane(x_seq, v)
     spikes = torch.empty_like(x_seq)
     tau = None if tau is None else float(tau)
     v = _lif_steps(x_seq, v, spikes, tau, rate, float(v_threshold), float(v_reset))

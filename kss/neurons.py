@@ -56,8 +56,7 @@ class NeuronSpec:
 def _lif_no_grad(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
     """Hard-reset, decay-input LIF over [T, ...] with the arithmetic of spikingjelly's kernels:
     h = v + (x - (v - v_reset)) / tau for LIF, h = v + (x - (v - v_reset)) * sigmoid(w) for PLIF."""
-    if not isinstance(v, torch.Tensor):  # a bf16 network's membranes stay float32
-        v = torch.full_like(x_seq[0], v, dtype=torch.promote_types(x_seq.dtype, torch.float32))
+    v = fused.membrane(x_seq, v)
     spikes = torch.empty_like(x_seq)
     for t in range(x_seq.shape[0]):
         h = x_seq[t] - (v - v_reset)

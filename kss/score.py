@@ -134,8 +134,8 @@ def arithmetic(precision: str, device: torch.device, cudnn_benchmark: bool = Fal
     """fp32: true fp32 everywhere (cuDNN's default TF32 convolutions off: the reference's bits);
     tf32: CUDA's TF32 matmuls and convolutions; bf16: nothing to switch, `prepared` casts the network.
     cudnn_benchmark (CUDA): cuDNN times its algorithms once per shape and keeps the fastest; off by
-    default, since the pick can differ from run to run and with it the last bits of R."""
-    check_precision(precision, device)
+    default, since the pick can differ from run to run and with it the last bits of R.
+    Checked by the caller (score_network, once per candidate)."""
     if device.type != "cuda":
         yield
         return
