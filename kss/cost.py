@@ -158,7 +158,7 @@ def cost_table_record(table: CostTable) -> dict:
 def feedback_values(net: nn.Module) -> int:
     """Values a backward cell holds from one timestep to the next: one map per node fed back to."""
     spec, total = net.spec, 0
-    for cell, channels, side in ((net.cell1, spec.c1, spec.image_size), (net.cell2, spec.c2, spec.cell2_size)):
+    for cell, channels, side in ((net.cell1, spec.c1, spec.cell1_size), (net.cell2, spec.c2, spec.cell2_size)):
         targets = {j for i, j in cell.edges if i > j}
         total += len(targets) * channels * side * side
     return total

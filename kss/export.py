@@ -42,8 +42,9 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias.detach() - bn.running_mean * scale
 
 
-def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> nn.Conv2d:
-    conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), padding=padding, bias=bias is not None)
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int, stride: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=stride, padding=padding,
+                     bias=bias is not None)
     conv.weight.data = weight.clone().float()
     if bias is not None:
         conv.bias.data = bias.clone().float()
@@ -54,7 +55,8 @@ def folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """conv then BN (running statistics) as one conv with a bias."""
     scale, shift = _bn_affine(bn)
     weight = _weight(conv)
-    return _conv(weight * scale.view(-1, 1, 1, 1), shift, weight.shape[-1] // 2)
+    stride = conv.stride[0]  # 1, except the stem of a stem_stride=2 model (TinyImageNet)
+    return _conv(weight * scale.view(-1, 1, 1, 1), shift, weight.shape[-1] // 2, stride)
 
 
 def affine(bn: nn.BatchNorm2d) -> nn.Conv2d:

@@ -57,6 +57,14 @@ class SpikingClassifier(L.LightningModule):
         if self.compile_network:  # in place: the state dict keeps its keys, checkpoints stay interchangeable
             self.net.compile()
 
+    def _same(self, key: str, saved) -> bool:
+        if key == "model" and isinstance(saved, dict):  # a field added later takes its default in an older checkpoint
+            try:
+                return ModelSpec(**saved) == self.spec
+            except TypeError:
+                return False
+        return saved == self.hparams[key]
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint of another architecture or dataset, in one line."""
         saved = checkpoint.get("hyper_parameters", {})
@@ -66,7 +74,7 @@ class SpikingClassifier(L.LightningModule):
                 f"this dataset has {self.spec.num_classes}; use the dataset it was trained on"
             )
         for key in ("genotype", "model", "neuron"):
-            if saved.get(key) != self.hparams[key]:
+            if not self._same(key, saved.get(key)):
                 raise KssError(
                     f"the checkpoint holds a different architecture ({key} differs); "
                     "resume with the settings it was trained with, or start a new run dir"

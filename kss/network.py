@@ -33,8 +33,8 @@ class ModelSpec:
     in_channels: int = 3
     image_size: int = 32
     num_classes: int = 10
-    c1: int = 128  # cell 1 width (SNASNet: 128 for CIFAR-10 and CIFAR-100)
-    c2: int = 256  # cell 2 width
+    c1: int = 128  # cell 1 width (SNASNet: 256 for CIFAR-10, 128 for CIFAR-100 and TinyImageNet)
+    c2: int = 256  # cell 2 width (512, 256)
     population: int = 100  # output neurons, averaged in groups of population / num_classes
     hidden: int = 1024  # classifier width
     sap: int = 2  # spatial average pool after cell 2
@@ -42,10 +42,15 @@ class ModelSpec:
     dropout: float = 0.5
     cell_type: str = "forward"
     batch_norm: str = "per_step"  # per_step: SNASNet's statistics per timestep; joint: over T x B (tdBN-style)
+    stem_stride: int = 1  # SNASNet: 2 for TinyImageNet's 64 px images, so its cells run at CIFAR's 32 and 16 px
+
+    @property
+    def cell1_size(self) -> int:
+        return (self.image_size - 1) // self.stem_stride + 1  # a 3x3 conv with padding 1
 
     @property
     def cell2_size(self) -> int:
-        return self.image_size // 2
+        return self.cell1_size // 2
 
     @property
     def features(self) -> int:
@@ -54,7 +59,8 @@ class ModelSpec:
 
     def validate(self, kernels) -> None:
         kernels = list(kernels)
-        for name in ("in_channels", "image_size", "num_classes", "c1", "c2", "population", "hidden", "sap", "timesteps"):
+        for name in ("in_channels", "image_size", "num_classes", "c1", "c2", "population", "hidden", "sap", "timesteps",
+                     "stem_stride"):
             if getattr(self, name) < 1:
                 raise KssError(f"model.{name} must be >= 1 (got {getattr(self, name)})")
         check_kernels(kernels)
@@ -244,7 +250,7 @@ class SNASNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.stem = nn.Sequential(
-            nn.Conv2d(spec.in_channels, spec.c1, 3, padding=1, bias=False), nn.BatchNorm2d(spec.c1)
+            nn.Conv2d(spec.in_channels, spec.c1, 3, stride=spec.stem_stride, padding=1, bias=False), nn.BatchNorm2d(spec.c1)
         )
         per_step = spec.batch_norm == "per_step"
         self.cell1 = Cell(genotype, spec.c1, neuron, per_step)
@@ -285,9 +291,13 @@ class SNASNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] images -> [B, classes] logits (population vote averaged over time)."""
-        functional.reset_net(self)  # no neuron state survives from a previous batch
+    def forward(self, images: torch.Tensor, reset: bool = True) -> torch.Tensor:
+        """[B, C, H, W] images -> [B, classes] logits (population vote averaged over time).
+
+        reset=False starts from the membranes and dropout mask the last forward left (SNASNet's
+        scoring repeats, kss.score); a backward cell's feedback starts from zero either way."""
+        if reset:
+            functional.reset_net(self)  # no neuron state survives from a previous batch
         x = self.stem(images.contiguous(memory_format=self.memory_format))  # direct encoding: the same analog input at every timestep
         x = x.unsqueeze(0).expand(self.spec.timesteps, *x.shape)
         x = self.cell2(self.down(self.cell1(x)))

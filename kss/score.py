@@ -57,19 +57,25 @@ def _hamming(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return counts.unsqueeze(2) + counts.unsqueeze(1) - 2 * gram, counts
 
 
+# The scoring contract a search directory was written with (search_settings.json: score_version).
+# 1: SNASNet's first upload (expected distance as a fraction, so K ~ N/2 off the diagonal);
+# 2: its final code (commit 4980409): the expected distance counted in neurons, K ~ N - 0.5.
+SCORE_VERSION = 2
+
+
 @kernel("hamming")
 def hamming_kernel(x: torch.Tensor) -> torch.Tensor:
     """SNASNet's sparsity-aware kernel: K = N - 0.5 * H / (E + 1e-3), per timestep, in float32.
 
-    E is the expected *fraction* of disagreeing neurons at the two inputs' firing rates,
-    r_i (1 - r_j) + (1 - r_i) r_j, so K ~ N/2 off the diagonal and N on it (SNASNet's
-    `computing_K_eachtime`, operation for operation).
+    E = N (r_i (1 - r_j) + (1 - r_i) r_j) is the expected number of neurons on which two inputs
+    with firing rates r_i, r_j disagree, so K ~ N - 0.5 off the diagonal and N on it (SNASNet's
+    final `computing_K_eachtime`, operation for operation; its first upload left out the factor N).
     """
     n = x.shape[-1]
     distance, counts = _hamming(x)
     rate = counts / n
     row, col = rate.unsqueeze(2), rate.unsqueeze(1)
-    expected = row * (1 - col) + (1 - row) * col
+    expected = (row * (1 - col) + (1 - row) * col) * n
     rescale = 0.5 / (expected + 1e-3)
     return n - rescale * distance
 
@@ -185,10 +191,15 @@ def prepared(net: nn.Module, batches: list[torch.Tensor], precision: str, layout
 
 @torch.no_grad()
 def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamming", fused_blocks: bool = False,
-                  precision: str = "fp32", layout: str = "auto", cudnn_benchmark: bool = False) -> float:
-    """Mean over batches of log|det K|, K the mean kernel over all (spiking layer, timestep) pairs.
+                  precision: str = "fp32", layout: str = "auto", cudnn_benchmark: bool = False,
+                  carry_state: bool = True) -> float:
+    """Mean over batches (SNASNet's repeats) of log|det K|, K the mean kernel over all (spiking
+    layer, timestep) pairs.
 
     The network stays in train mode (BN uses batch statistics, dropout is on), as in SNASNet.
+    carry_state: each repeat starts from the membranes and dropout masks the previous one left, as
+    SNASNet's final code does (nothing resets them between its repeats); False: every repeat
+    starts from rest with fresh masks (its first upload). The first repeat always starts from rest.
     fused_blocks: run LIF and pooling through kss.fused's compiled blocks (same bits, faster on CPU).
     precision, layout, cudnn_benchmark: see `arithmetic` and `prepared`; only fp32 in NCHW without
     cudnn_benchmark is the reference's to the bit.
@@ -206,10 +217,13 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
     recorder = monitor.OutputMonitor(net, BaseNode, function_on_output=on_spikes)
     try:
         kernels = []
-        for images in batches:
+        for repeat, images in enumerate(batches):
             recorder.clear_recorded_data()
             with fused.enabled(fused_blocks), arithmetic(precision, images.device, cudnn_benchmark):
-                net(images)  # the network resets its neurons at the start of forward
+                if repeat and carry_state:
+                    net(images, reset=False)
+                else:
+                    net(images)  # the network resets its neurons at the start of forward
             if not recorder.records:
                 raise KssError("the network has no spiking layer to score")
             # Module order is SNASNet's call order within a timestep; a layer called once per

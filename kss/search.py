@@ -36,7 +36,7 @@ from kss.network import ModelSpec, scoring_network
 from kss.neurons import NeuronSpec
 from kss.params import check_budget_reachable, count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.score import KERNELS, check_precision, memory_format, score_network
+from kss.score import KERNELS, SCORE_VERSION, check_precision, memory_format, score_network
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class SearchSetup:
     score: str = "hamming"
     batch_size: int = 256
     repeats: int = 2
+    carry_state: bool = True  # score.carry_state: repeats carry neuron state and dropout masks (SNASNet's final code)
     max_params: float | None = None
     data_split: dict | None = None  # dataset settings that decide which images are scored (val_size, ...)
     precision: str = "fp32"  # score.precision: fp32 (the reference's bits) | tf32 | bf16
@@ -82,6 +83,8 @@ class SearchSetup:
         if self.repeats < 1:
             raise KssError(f"score.repeats must be >= 1 (got {self.repeats})")
         check_precision(self.precision, layout=self.layout)
+        if not isinstance(self.carry_state, bool):
+            raise KssError(f"score.carry_state must be true or false (got {self.carry_state!r})")
         if not isinstance(self.cudnn_benchmark, bool):
             raise KssError(f"score.cudnn_benchmark must be true or false (got {self.cudnn_benchmark!r})")
         if self.fused not in ("auto", True, False):
@@ -97,6 +100,7 @@ class SearchSetup:
         data.pop("iters")
         data.pop("fused")  # bit-identical either way (tests/test_equivalence.py)
         data["layout"] = self.effective_layout()  # auto is NCHW (scoring_network's) unless bf16
+        data["score_version"] = SCORE_VERSION
         # Cost settings change the result only through a budget; left out at their defaults, so
         # searches from before they existed still resume.
         if not self.cost_budgets():
@@ -132,6 +136,7 @@ def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
         score=cfg.score.kind,
         batch_size=cfg.score.batch_size,
         repeats=cfg.score.repeats,
+        carry_state=cfg.score.get("carry_state", True),
         max_params=cfg.budget.max_params,
         data_split=C.data_split(cfg),
         precision=cfg.score.get("precision", "fp32"),
@@ -174,7 +179,8 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
         return record | {"status": "over_budget", "score": None, "raw_score": None, **candidate_figures(None),
                          "exceeds": "max_params", "seconds": time.perf_counter() - start}
     net = candidate_network(setup, genotype, init_seed, device)
-    score = score_network(net, batches, setup.score, fused_blocks, setup.precision, setup.layout, setup.cudnn_benchmark)
+    score = score_network(net, batches, setup.score, fused_blocks, setup.precision, setup.layout, setup.cudnn_benchmark,
+                          setup.carry_state)
     status = "scored" if math.isfinite(score) else "non_finite"
     cost, exceeds = None, None
     if status == "scored" and (setup.cost_every or setup.cost_budgets()):
@@ -239,7 +245,7 @@ def write_json(path: Path, data: dict) -> None:
 # Settings added after searches had been run: a stored search without one ran at its default
 # (and one that stored the default resumes as well).
 LATER_SETTINGS = {"shards": 1, "max_energy_uj": None, "max_sops": None, "cost_every": False, "precision": "fp32",
-                  "layout": "nchw", "cudnn_benchmark": False}
+                  "layout": "nchw", "cudnn_benchmark": False, "carry_state": False, "score_version": 1}
 
 
 def check_settings(out_dir: Path, setup: SearchSetup) -> None:
@@ -248,6 +254,12 @@ def check_settings(out_dir: Path, setup: SearchSetup) -> None:
         before = LATER_SETTINGS | json.loads(path.read_text())
         now = LATER_SETTINGS | setup.settings()
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if before["score_version"] != now["score_version"]:
+            raise KssError(
+                f"{out_dir} was scored with kss's score version {before['score_version']} (SNASNet's first upload: "
+                f"R on another scale) and this kss scores with version {now['score_version']} (its final code); "
+                "its R cannot be mixed: pass hydra.run.dir=<new dir>, or move the old one away"
+            )
         if changed:
             how = f" (it was run with shards={before['shards']})" if "shards" in changed else ""
             raise KssError(
@@ -303,6 +315,8 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
         "neuron": asdict(setup.neuron),
         "batch_size": setup.batch_size,
         "repeats": setup.repeats,
+        "carry_state": setup.carry_state,
+        "score_version": SCORE_VERSION,
         "torch": torch.__version__,
         "host": platform.node(),
     }

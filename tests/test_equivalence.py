@@ -94,6 +94,38 @@ def test_spikes_and_score_equal_the_reference(genotype, kernels, device, fused_b
     assert kss_r == ref_r  # bit for bit: same float32 kernels, same float64 summation order, same slogdet
 
 
+def test_repeats_carry_neuron_state_as_the_reference_does_and_independent_repeats_do_not():
+    """score.carry_state=true (the default) is SNASNet's final code: the second repeat starts from the
+    first's membranes and dropout mask. false starts it from rest: the first repeat's R is the same,
+    the second's is not."""
+    for cell_type in ("forward", "backward"):
+        genotype = sample_genotype(np.random.default_rng(7), (1, 3), cell_type)
+        net, ref, _ = build_pair(genotype, (1, 3))
+        batches = [images(1), images(2)]
+        torch.manual_seed(9)
+        carried = score_network(net, batches)
+        torch.manual_seed(9)
+        assert carried == reference_score(ref, batches)
+        torch.manual_seed(9)
+        first = reference_score(ref, batches[:1])
+        torch.manual_seed(9)
+        independent = score_network(net, batches, carry_state=False)
+        torch.manual_seed(9)
+        assert score_network(net, batches[:1], carry_state=False) == first
+        assert independent != carried  # the second repeat's R moved
+
+
+def test_hamming_kernel_is_the_final_codes_scale():
+    """K ~ N - 0.5 off the diagonal (the expected distance counted in neurons), not the first upload's ~N/2."""
+    from kss.score import hamming_kernel
+
+    spikes = (torch.rand(1, 16, 4096, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    k = hamming_kernel(spikes)[0]
+    off = k[~torch.eye(16, dtype=torch.bool)]
+    assert torch.all(k.diagonal() == 4096)
+    assert torch.allclose(off, torch.full_like(off, 4096 - 0.5), atol=0.05)
+
+
 def test_training_mode_batch_norm_running_statistics_match_the_reference():
     """per_step updates the running statistics once per timestep, as T single-step calls do."""
     genotype = load_genotype("snasnet_cifar100")
@@ -104,7 +136,7 @@ def test_training_mode_batch_norm_running_statistics_match_the_reference():
         torch.manual_seed(3)
         net(images(4))
     kss_bn = net.cell1.ops["0->1"][1][1]
-    ref_bn = ref.cell1.fwd[0][2]
+    ref_bn = ref.cell1.cell_architecture[0][2]
     assert int(kss_bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == SPEC["timesteps"]
     torch.testing.assert_close(kss_bn.running_mean, ref_bn.running_mean, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(kss_bn.running_var, ref_bn.running_var, rtol=1e-6, atol=1e-7)
