@@ -4,7 +4,8 @@
     python benchmarks/param_ranges.py --samples 500 --cell-type backward
 
 Analytic counts (kss.params, Eq. 2) of candidates drawn exactly as the search draws them, with
-each preset at CIFAR's 32x32x3 input; the floor is the smallest network the space can build.
+each preset at its dataset's input (CIFAR 32x32x3, TinyImageNet 64x64x3); the floor is the smallest
+network the space can build.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from kss.neurons import NeuronSpec  # noqa: E402
 from kss.params import count_params, param_range, smallest_genotype  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-PRESETS = {"snasnet_cifar10": 10, "snasnet_cifar100": 100, "paper_cifar10": 10, "paper_cifar100": 100}
+PRESETS = {"snasnet_cifar10": (10, 32), "snasnet_cifar100": (100, 32), "snasnet_tinyimagenet": (200, 64),
+           "paper_cifar10": (10, 32), "paper_cifar100": (100, 32)}
 
 
 def preset(name: str) -> dict:
@@ -40,9 +42,9 @@ def main():
     args = parser.parse_args()
     print(f"| preset | floor | {' | '.join(f'{name} {KERNEL_SETS[name]}' for name in KERNEL_SETS)} |")
     print(f"|---|---|{'---|' * len(KERNEL_SETS)}")
-    for name, classes in PRESETS.items():
+    for name, (classes, size) in PRESETS.items():
         fields = preset(name) | {"cell_type": args.cell_type}
-        spec = ModelSpec(in_channels=3, image_size=32, num_classes=classes, **fields)
+        spec = ModelSpec(in_channels=3, image_size=size, num_classes=classes, **fields)
         floor = count_params(smallest_genotype(args.cell_type), spec, NeuronSpec())
         cells = []
         for kernels in KERNEL_SETS.values():

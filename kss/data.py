@@ -1,4 +1,4 @@
-"""Datasets for kss: CIFAR-10/100, Fashion-MNIST and a small synthetic set.
+"""Datasets for kss: CIFAR-10/100, Fashion-MNIST, TinyImageNet and a small synthetic set.
 
 Every failure a user can cause (unknown name, no data offline, corrupt files,
 bad sizes) is raised as a one-line KssError instead of a library traceback.
@@ -45,6 +45,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": DatasetInfo(3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion_mnist": DatasetInfo(1, 28, 10, (0.2860,), (0.3530,)),
+    # SNASNet's third dataset (its utils.py: ImageNet's mean and std); read from tiny-imagenet-200/
+    "tinyimagenet": DatasetInfo(3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Synthetic defaults; its images are generated already centred, so no Normalize.
     "synthetic": DatasetInfo(3, 8, 10, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
@@ -57,7 +59,7 @@ def _one_line(err: BaseException) -> str:
 
 
 class _Images(Dataset):
-    """uint8 images [N,H,W(,C)] + labels, shared (not copied) between transforms."""
+    """uint8 images [N,H,W(,C)] or image files + labels, shared (not copied) between transforms."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
         self.images, self.labels, self.transform = images, labels, transform
@@ -66,7 +68,15 @@ class _Images(Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+        item = self.images[i]
+        if isinstance(item, Path):
+            try:
+                image = Image.open(item).convert("RGB")
+            except OSError as e:
+                raise KssError(f"{item} is not a readable image ({_one_line(e)}); replace it from the dataset's archive") from e
+        else:
+            image = Image.fromarray(item)
+        return self.transform(image), int(self.labels[i])
 
 
 def _read_idx_gz(path: Path, ndim: int) -> np.ndarray:
@@ -79,6 +89,46 @@ def _read_idx_gz(path: Path, ndim: int) -> np.ndarray:
     if magic != 0x800 + ndim or data.size != int(np.prod(dims)):
         raise ValueError(f"{path} is not a valid IDX file with {ndim} dimension(s)")
     return data.reshape(dims)
+
+
+TINY_IMAGENET = "tiny-imagenet-200"
+
+
+def tiny_imagenet_files(folder: Path, train: bool) -> tuple[list[Path], np.ndarray]:
+    """The official tiny-imagenet-200 layout: wnids.txt, train/<wnid>/images/*.JPEG, and
+    val/images/*.JPEG labelled by val/val_annotations.txt. Its test images have no labels, so kss's
+    test split is the official val folder (SNASNet's validation set); kss's validation comes out of train.
+    Labels follow the sorted wnids (torchvision ImageFolder's order)."""
+    layout = "wnids.txt, train/<wnid>/images/*.JPEG, val/images/ and val/val_annotations.txt"
+    fix = (f"download tiny-imagenet-200.zip (cs231n.stanford.edu) on a machine with internet and unzip it into "
+           f"{folder.parent}, or pass dataset.root=<the folder holding {TINY_IMAGENET}>")
+    wnids_file = folder / "wnids.txt"
+    if not wnids_file.is_file():
+        raise KssError(f"tinyimagenet was not found: {folder} has no {layout} (it is not downloaded automatically); {fix}")
+    wnids = sorted(line.strip() for line in wnids_file.read_text().splitlines() if line.strip())
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    files, labels = [], []
+    if train:
+        for wnid in wnids:
+            found = sorted((folder / "train" / wnid / "images").glob("*.JPEG"))
+            if not found:
+                raise KssError(f"tinyimagenet: {folder / 'train' / wnid / 'images'} holds no .JPEG images; {fix}")
+            files += found
+            labels += [index[wnid]] * len(found)
+    else:
+        annotations = folder / "val" / "val_annotations.txt"
+        if not annotations.is_file():
+            raise KssError(f"tinyimagenet: {annotations} is missing; {fix}")
+        for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise KssError(f"tinyimagenet: {annotations} line {number} names no class of wnids.txt; {fix}")
+            path = folder / "val" / "images" / fields[0]
+            if not path.is_file():
+                raise KssError(f"tinyimagenet: {path} (listed in val_annotations.txt) is missing; {fix}")
+            files.append(path)
+            labels.append(index[fields[1]])
+    return files, np.asarray(labels, dtype=np.int64)
 
 
 class KssDataModule(lightning.LightningDataModule):
@@ -135,7 +185,7 @@ class KssDataModule(lightning.LightningDataModule):
     def _transforms(self):
         info = DATASETS[self.name]
         finish = [T.ToTensor(), T.Normalize(info.mean, info.std)]
-        pad = 4 if self.name.startswith("cifar") else 2
+        pad = {"cifar10": 4, "cifar100": 4, "tinyimagenet": 8}.get(self.name, 2)  # SNASNet's crops
         augment = [T.RandomCrop(self.image_size, padding=pad), T.RandomHorizontalFlip()]
         return T.Compose((augment if self.augment else []) + finish), T.Compose(finish)
 
@@ -164,7 +214,9 @@ class KssDataModule(lightning.LightningDataModule):
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(self.root / ".kss-download.lock")
 
-    def _arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(self, train: bool) -> tuple[np.ndarray | list[Path], np.ndarray]:
+        if self.name == "tinyimagenet":
+            return tiny_imagenet_files(self.root / TINY_IMAGENET, train)
         if self.name == "fashion_mnist":
             places = [DEBIAN_FASHION_MNIST, self.root / "FashionMNIST" / "raw"]
             fix = (f"install Debian's dataset-fashion-mnist, download it on a machine with internet "

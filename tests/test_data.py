@@ -170,7 +170,7 @@ def test_search_batches_errors(kwargs, words):
 
 
 def test_bad_names_and_sizes():
-    with pytest.raises(KssError, match="cifar10, cifar100, fashion_mnist, synthetic"):
+    with pytest.raises(KssError, match="cifar10, cifar100, fashion_mnist, synthetic, tinyimagenet"):
         KssDataModule("imagenet")
     with pytest.raises(KssError, match="val_size=512"):
         KssDataModule("synthetic", val_size=512).setup()
@@ -279,3 +279,76 @@ def test_fashion_debian_real(tmp_path):
     x, _ = next(iter(dm.test_dataloader()))
     assert x.shape == (256, 1, 28, 28)
     assert abs(x.mean().item()) < 0.3 and 0.7 < x.std().item() < 1.3  # normalised stats
+
+
+# ---- TinyImageNet in the official tiny-imagenet-200 layout ----------------------------------
+def write_tiny_imagenet(root: Path, wnids=("n02", "n01", "n03"), per_class=3, val_per_class=2) -> Path:
+    """A small tree in exactly the official layout; image i of class c is a flat colour (c, i)."""
+    from PIL import Image
+
+    folder = root / "tiny-imagenet-200"
+    (folder / "val" / "images").mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")  # unsorted, as the official file
+    annotations = []
+    for c, wnid in enumerate(wnids):
+        images = folder / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for i in range(per_class):
+            Image.new("RGB", (64, 64), (10 * c, 10 * i, 200)).save(images / f"{wnid}_{i}.JPEG", quality=95)
+        for i in range(val_per_class):
+            name = f"val_{c * val_per_class + i}.JPEG"
+            Image.new("RGB", (64, 64), (10 * c, 100 + i, 50)).save(folder / "val" / "images" / name, quality=95)
+            annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    return folder
+
+
+def test_tiny_imagenet_reads_the_official_layout(tmp_path):
+    write_tiny_imagenet(tmp_path)
+    dm = KssDataModule("tinyimagenet", root=str(tmp_path), batch_size=4, val_size=2, augment=False, download=False)
+    dm.setup()
+    assert (dm.in_channels, dm.image_size, dm.num_classes) == (3, 64, 200)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7, 2, 6)
+    # labels follow the sorted wnids: n01 -> 0, n02 -> 1, n03 -> 2 (the file lists n02 first)
+    files, labels = kd.tiny_imagenet_files(tmp_path / "tiny-imagenet-200", train=True)
+    assert [(f.parent.parent.name, int(y)) for f, y in zip(files, labels)][::3] == [("n01", 0), ("n02", 1), ("n03", 2)]
+    images, y = next(iter(dm.test_dataloader()))
+    assert images.shape == (4, 3, 64, 64) and y.tolist() == [1, 1, 0, 0]  # val_0, val_1 are n02; val_2, val_3 n01
+    green = (100 / 255 - DATASETS["tinyimagenet"].mean[1]) / DATASETS["tinyimagenet"].std[1]
+    assert images[0, 1, 32, 32].item() == pytest.approx(green, abs=0.05)  # JPEG rounding
+
+
+def test_tiny_imagenet_missing_or_broken_is_one_line(tmp_path):
+    with pytest.raises(KssError, match=r"tinyimagenet was not found: .*tiny-imagenet-200 has no wnids.txt") as info:
+        KssDataModule("tinyimagenet", root=str(tmp_path), download=False).setup()
+    assert "\n" not in str(info.value) and "unzip it into" in str(info.value)
+    folder = write_tiny_imagenet(tmp_path)
+    (folder / "val" / "images" / "val_0.JPEG").unlink()
+    with pytest.raises(KssError, match="val_0.JPEG .listed in val_annotations.txt. is missing"):
+        KssDataModule("tinyimagenet", root=str(tmp_path), download=False).setup()
+    (folder / "val" / "images" / "val_0.JPEG").write_bytes(b"not a jpeg")
+    dm = KssDataModule("tinyimagenet", root=str(tmp_path), download=False, val_size=0)
+    dm.setup()
+    with pytest.raises(KssError, match="val_0.JPEG is not a readable image"):
+        dm.test_set[0]
+
+
+def test_tiny_imagenet_composes_snasnets_network(compose_cfg, tmp_path):
+    from kss.config import model_spec
+    from kss.genotype import sample_genotype
+    from kss.network import build_network
+    from kss.neurons import NeuronSpec
+    from kss.params import count_params
+
+    write_tiny_imagenet(tmp_path)
+    cfg = compose_cfg("dataset=tinyimagenet", f"dataset.root={tmp_path}", "dataset.val_size=2", tiny=False)
+    dm = KssDataModule(**{**cfg.dataset, "root": str(tmp_path)})
+    spec = model_spec(cfg, dm)
+    assert (spec.c1, spec.c2, spec.population, spec.hidden, spec.stem_stride, spec.sap) == (128, 256, 1000, 4096, 2, 2)
+    assert spec.features == 256 * 8 * 8  # SNASNet: 256 x (64 // (4 x 2))^2
+    genotype = sample_genotype(np.random.default_rng(0), (1, 3), "forward")
+    net = build_network(genotype, spec, NeuronSpec())
+    assert sum(p.numel() for p in net.parameters()) == count_params(genotype, spec, NeuronSpec())
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 64, 64)).shape == (2, 200)
