@@ -88,6 +88,26 @@ def test_settings_stored_at_their_defaults_resume_either_way(compose_cfg, tmp_pa
         run_search(compose_cfg("iters=4"), tmp_path)
 
 
+def test_a_search_scored_with_the_first_uploads_kernel_is_refused_in_one_line(compose_cfg, tmp_path):
+    """A directory written before score_version existed holds R on the first upload's scale."""
+    from kss.search import SETTINGS
+
+    run_search(compose_cfg("iters=2"), tmp_path)
+    settings = json.loads((tmp_path / SETTINGS).read_text())
+    assert settings["score_version"] == 2 and settings["carry_state"] is True
+    old = {k: v for k, v in settings.items() if k not in ("score_version", "carry_state")}
+    (tmp_path / SETTINGS).write_text(json.dumps(old))
+    with pytest.raises(KssError, match=r"score version 1 \(SNASNet's first upload.*version 2") as info:
+        run_search(compose_cfg("iters=3"), tmp_path)
+    assert "\n" not in str(info.value) and "hydra.run.dir=" in str(info.value)
+    # independent repeats are another setting of the same version: refused as such
+    (tmp_path / SETTINGS).write_text(json.dumps(settings))
+    with pytest.raises(KssError, match="other settings .*carry_state"):
+        run_search(compose_cfg("iters=3", "score.carry_state=false"), tmp_path)
+    with pytest.raises(KssError, match="score.carry_state must be true or false"):
+        run_search(compose_cfg("iters=3", "score.carry_state=sometimes"), tmp_path / "bad")
+
+
 def test_resume_refuses_another_data_split(compose_cfg, tmp_path):
     run_search(compose_cfg("iters=2", "dataset.val_size=32"), tmp_path)
     with pytest.raises(KssError, match="other settings .*data_split"):
