@@ -399,8 +399,10 @@ def _score_candidates(setup: SearchSetup, batches: list, device, progress: bool,
             sink.flush()
             os.fsync(sink.fileno())
             records.append(record)
-            if position == first and len(indices) - position > 1:
-                _say_how_long(bar, record["seconds"], len(indices) - position - 1, device)
+            # the first candidate of a fused search also compiles the blocks: time the second instead
+            if position == first + fast and len(indices) - position > 1:
+                compiled = records[first]["seconds"] if fast else None
+                _say_how_long(bar, record["seconds"], len(indices) - position - 1, device, compiled)
             if record["status"] == "non_finite":
                 bar.write(f"candidate {index}: non-finite score {record['raw_score']} (kept, never picked)")
             elif record["status"] == "scored" and (best is None or record["score"] > best):
@@ -409,11 +411,15 @@ def _score_candidates(setup: SearchSetup, batches: list, device, progress: bool,
             bar.update()
 
 
-def _say_how_long(bar, seconds: float, remaining: int, device) -> None:
-    """One line after the first candidate: what the whole search will take on this machine."""
+def _say_how_long(bar, seconds: float, remaining: int, device, compiled: float | None = None) -> None:
+    """One line after the first timed candidate: what the whole search will take on this machine."""
     total = seconds * remaining
     hours = total / 3600
-    line = f"first candidate took {seconds:.1f} s on {device}: the remaining {remaining} take about "
+    if compiled is None:
+        line = f"first candidate took {seconds:.1f} s on {device}: the remaining {remaining} take about "
+    else:
+        line = (f"a candidate takes {seconds:.1f} s on {device} (the first took {compiled:.1f} s, compiling "
+                f"score.fused's blocks): the remaining {remaining} take about ")
     line += f"{hours:.1f} h" if hours >= 1 else f"{total / 60:.0f} min" if total >= 60 else f"{total:.0f} s"
     if device.type == "cpu" and hours >= 1:
         line += ("; a CPU-sized real-data search instead: "

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,11 @@ def test_cli_single_run_and_resume(tmp_path):
     assert summary["kernels"] == [3, 5] and summary["iters"] == 3
     assert "cand/s" in result.stderr  # progress bar with rate
     assert "first candidate took" in result.stdout and "the remaining 2 take about" in result.stdout
+    fused = run_cli(*args[:-1], "iters=4", "score.fused=true", f"hydra.run.dir={tmp_path / 'fused'}")
+    assert fused.returncode == 0, fused.stderr
+    # the first candidate of a fused search compiles: the estimate comes from the second
+    assert re.search(r"a candidate takes [\d.]+ s on cpu \(the first took [\d.]+ s, compiling score.fused's blocks\): "
+                     r"the remaining 2 take about", fused.stdout), fused.stdout
     again = run_cli(*args)
     assert again.returncode == 0 and "already finished (3 of 3 candidates)" in again.stdout + again.stderr
     assert "resuming" not in again.stdout + again.stderr
