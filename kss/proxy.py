@@ -511,6 +511,7 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict], result: dict)
 
 if __name__ == "__main__":  # python -m kss.proxy DIR: recompute a finished study's statistics
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description=reanalyse.__doc__)
     parser.add_argument("directory")
@@ -521,4 +522,5 @@ if __name__ == "__main__":  # python -m kss.proxy DIR: recompute a finished stud
     try:
         reanalyse(args.directory, args.name, args.resamples, args.title)
     except (KssError, OSError) as error:
-        raise SystemExit(print(f"kss.proxy: {error}", file=__import__("sys").stderr) or 2) from None
+        print(f"kss.proxy: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
