@@ -170,3 +170,21 @@ def plot_proxy(root: Path, rows: list[dict], result: dict) -> list[Path]:
     ax.grid(alpha=0.3)
     written.append(_save(fig, root / "proxy_ranks.png"))
     return written
+
+
+def plot_regret(path: Path, curves: dict, budget: str = "") -> Path:
+    """Best-of-k regret (accuracy points) of every proxy and of random selection, k = 1..n."""
+    k = curves["k"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    labels = {"hamming": "R (SNASNet)", "naswot": "NASWOT R", "params": "parameters", "random": "random number"}
+    for name, label in labels.items():
+        if name in curves:
+            ax.plot(k, [100 * v for v in curves[name]], label=label)
+    ax.plot(k, [100 * v for v in curves["random_selection"]], color="grey", ls="--", label="random selection")
+    ax.set_xlabel("k architectures drawn, the best-scoring one kept")
+    ax.set_ylabel("expected regret (accuracy points)")
+    ax.set_title(f"best-of-k regret, n = {len(k)}" + (f"\n{budget}" if budget else ""), fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
