@@ -156,6 +156,8 @@ def open_study(setup, out_dir: Path):
     directions = ["maximize", "minimize"] if setup.strategy == "pareto" else ["maximize"]
     study = optuna.create_study(storage=storage, study_name=f"kss-{Path(out_dir).resolve().name}",
                                 directions=directions, load_if_exists=True)
+    if not study.metric_names:  # the dashboard's axis labels
+        study.set_metric_names(["R", setup.minimise] if setup.strategy == "pareto" else ["R"])
     settings = json.loads(json.dumps(setup.settings() | {"shards": 1}))  # one study, any number of workers
     before = study.user_attrs.get("settings")
     if before is None:
