@@ -51,10 +51,12 @@ class Job:
     firing_rate: float | None = None
     neuron_state_bytes: int | None = None
     cost_source: str | None = None  # "test" (trained) or "search" (at initialisation)
+    strategy: str = "random"  # search.strategy (kss.guided): a guided job's setting is named <tag>_<strategy>
+    best_so_far: list | None = field(default=None, repr=False)  # best feasible R after each candidate
 
     @property
     def setting(self) -> str:
-        return setting_tag(self.kernels, self.iters)
+        return setting_tag(self.kernels, self.iters) + ("" if self.strategy == "random" else f"_{self.strategy}")
 
 
 def _read(path: Path) -> dict | None:
@@ -88,7 +90,12 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
     status = "complete" if done is not None else "failed" if failed is not None else "incomplete"
     job = Job(str(path), list(kernels), int(iters), int(seed), dataset, kind, status,
               error=(failed or {}).get("error"))
+    strategy = (search or {}).get("strategy")
+    if strategy is None and config is not None:
+        strategy = (config.get("search") or {}).get("strategy")
+    job.strategy = strategy or "random"
     if search is not None:
+        job.best_so_far = best_so_far(path / "candidates.jsonl")
         job.best_score, job.search_seconds = search.get("best_score"), search.get("search_seconds")
         job.params = search.get("params")
         job.genotype_file = str(path / "search.json")
@@ -106,6 +113,19 @@ def read_job(path: Path, kind: str | None = None) -> Job | None:
             job.firing_rate, job.neuron_state_bytes = source.get("firing_rate"), source.get("neuron_state_bytes")
             job.cost_source = name
     return job
+
+
+def best_so_far(path: Path) -> list | None:
+    """The best feasible R after each candidate of a search's candidates.jsonl."""
+    if not path.exists():
+        return None
+    curve, best = [], None
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["status"] == "scored":
+            best = record["score"] if best is None else max(best, record["score"])
+        curve.append(best)
+    return curve
 
 
 def collect(root: Path) -> list[Job]:
@@ -169,18 +189,23 @@ class Setting:
     neuron_state_bytes: float | None = None
     cost_source: str | None = None  # "test" (trained networks), "search" (winners at init) or "mixed"
     best_job: str | None = field(default=None, repr=False)
+    strategy: str = "random"
+    # a guided setting: candidates until its best R reached the best R of the largest random search of the same
+    # kernels and dataset (median over seeds; None where a seed never reached it), and how many seeds did
+    trials_to_random_best: float | None = None
+    reached_random_best: str | None = None
 
 
 def aggregate(jobs: list[Job]) -> list[Setting]:
     """One row per (dataset, kernels, iters): mean and std over the complete seeds."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        groups.setdefault((job.dataset, tuple(job.kernels), job.iters), []).append(job)
+        groups.setdefault((job.dataset, tuple(job.kernels), job.iters, job.strategy), []).append(job)
     rows = []
-    for (dataset, kernels, iters), members in groups.items():
+    for (dataset, kernels, iters, strategy), members in groups.items():
         done = [j for j in members if j.status == "complete"]
-        row = Setting(setting_tag(kernels, iters), kernel_set_name(kernels), list(kernels), iters, dataset,
-                      sorted(j.seed for j in members), len(done))
+        row = Setting(members[0].setting, kernel_set_name(kernels), list(kernels), iters, dataset,
+                      sorted(j.seed for j in members), len(done), strategy=strategy)
         if done:
             params = [j.params for j in done if j.params is not None]
             row.params_mean = statistics.fmean(params) if params else None
@@ -202,12 +227,32 @@ def aggregate(jobs: list[Job]) -> list[Setting]:
                                             j.best_score if j.best_score is not None else -math.inf))
             row.best_job = best.path
         rows.append(row)
+    trials_to_random_best(rows, jobs)
     paired_against_set1(rows, jobs)
     for row in rows:  # normalised search time, relative to SNASNet's setting on the same dataset
         base = next((r for r in rows if r.setting == BASELINE and r.dataset == row.dataset), None)
         if base and base.search_seconds_mean and row.search_seconds_mean is not None:
             row.search_time_normalised = row.search_seconds_mean / base.search_seconds_mean
-    return sorted(rows, key=lambda r: (r.dataset, len(r.kernels), r.kernels, r.iters))
+    return sorted(rows, key=lambda r: (r.dataset, len(r.kernels), r.kernels, r.iters, r.strategy != "random", r.strategy))
+
+
+def trials_to_random_best(rows: list[Setting], jobs: list[Job]) -> None:
+    """For each guided setting: how many candidates its seeds needed to reach the best R of the largest random
+    search of the same kernels and dataset (the paper's "5000 random candidates" when the sweep has it)."""
+    for row in (r for r in rows if r.strategy != "random" and r.complete):
+        randoms = [j for j in jobs if j.strategy == "random" and j.status == "complete" and j.dataset == row.dataset
+                   and j.kernels == row.kernels and j.best_score is not None]
+        if not randoms:
+            continue
+        largest = max(j.iters for j in randoms)
+        target = max(j.best_score for j in randoms if j.iters == largest)
+        members = [j for j in jobs if j.setting == row.setting and j.dataset == row.dataset and j.status == "complete"
+                   and j.best_so_far]
+        counts = [next((i + 1 for i, v in enumerate(j.best_so_far) if v is not None and v >= target), None)
+                  for j in members]
+        hits = [c for c in counts if c is not None]
+        row.reached_random_best = f"{len(hits)}/{len(counts)} seeds vs random {largest}"
+        row.trials_to_random_best = statistics.median(hits) if hits else None
 
 
 def paired_against_set1(rows: list[Setting], jobs: list[Job]) -> None:
@@ -329,14 +374,17 @@ def write_tables(root: Path, jobs: list[Job], rows: list[Setting], selection: di
         for row in rows:
             writer.writerow({k: v for k, v in asdict(row).items() if k in columns})
     with open(root / "jobs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*Job.__dataclass_fields__, "setting"])
+        fields = [f for f in Job.__dataclass_fields__ if f != "best_so_far"]  # a curve per job: not a column
+        writer = csv.DictWriter(f, fieldnames=[*fields, "setting"])
         writer.writeheader()
         for job in jobs:
-            writer.writerow({**asdict(job), "setting": job.setting})
+            writer.writerow({**{f: v for f, v in asdict(job).items() if f in fields}, "setting": job.setting})
     shown = ["setting", "dataset", "seeds", "complete", "params_mean", "memory_int8_bytes", "energy_uj_mean", "sops_mean",
              "firing_rate_mean", "score_mean",
              "search_seconds_mean", "search_time_normalised", "test_acc_mean", "test_acc_std", "best_val_acc_mean",
              "best_val_acc_std"]
+    if any(r.strategy != "random" for r in rows):  # guided search in the sweep: how many candidates they needed
+        shown += ["trials_to_random_best", "reached_random_best"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:
         values = asdict(row)

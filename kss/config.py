@@ -190,6 +190,8 @@ def register_resolvers() -> None:
     """`${kss_tag:...}` and `${kss_arch:...}` name run directories in the paper's form; `${kss_times:a,b}` = a*b."""
     if not OmegaConf.has_resolver("kss_tag"):
         OmegaConf.register_new_resolver("kss_tag", lambda kernels: setting_tag(list(kernels)))
+    if not OmegaConf.has_resolver("kss_strategy"):  # run directories: a guided search's gets _tpe, ...
+        OmegaConf.register_new_resolver("kss_strategy", lambda strategy: "" if strategy == "random" else f"_{strategy}")
     if not OmegaConf.has_resolver("kss_arch"):
         OmegaConf.register_new_resolver("kss_arch", architecture_tag)
     if not OmegaConf.has_resolver("kss_ckpt"):

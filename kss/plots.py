@@ -75,6 +75,17 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
           [None if normalised else r.search_seconds_std for r in rows],
           "search time / 1x1_3x3_5000x" if normalised else "search time [s]", "(b) search time per setting")
     written.append(_save(fig, root / "search_time.png"))
+    # (b') guided strategies: candidates each needed to reach the largest random search's best R
+    guided = [r for r in rows if r.strategy != "random" and r.reached_random_best is not None]
+    if guided:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _points(ax, guided, [r.trials_to_random_best for r in guided], [None] * len(guided),
+                "candidates (median over the seeds that reached it)",
+                "(b') candidates to reach the best R of " + guided[0].reached_random_best.split(" vs ")[1])
+        for i, r in enumerate(guided):
+            ax.annotate(r.reached_random_best.split(" vs ")[0], (i, r.trials_to_random_best or 0), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        written.append(_save(fig, root / "search_time_guided.png"))
 
     # (c) accuracy vs parameters, Pareto front, budget, selection
     written.append(_tradeoff(root / "tradeoff.png", rows, values, front, selection, "params_mean", "parameters",

@@ -72,6 +72,10 @@ class SearchSetup:
     max_sops: float | None = None
     cost_every: bool = False  # cost every scored candidate (always, when an energy or SOP budget is set)
     cost: CostTable = field(default_factory=CostTable)
+    strategy: str = "random"  # search.strategy: random (SNASNet's sampler) | tpe | evolution | pareto (kss.guided)
+    storage: str | None = None  # search.storage (guided): None = sqlite in the run dir; any SQLAlchemy URL; memory
+    population: int = 20  # search.population: evolution's population size
+    minimise: str | None = "params"  # search.minimise: pareto's second objective (params | energy_uj | sops)
 
     FUSED_FROM = 100  # candidates: below this, compiling (~10 s per layer shape on a CPU) does not pay off
 
@@ -93,6 +97,9 @@ class SearchSetup:
             C.check_budget(getattr(self, name), name)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
+        from kss.guided import check_strategy
+
+        check_strategy(self)
 
     def settings(self) -> dict:
         """What the results depend on (iters is not: a longer search extends a shorter one)."""
@@ -108,6 +115,11 @@ class SearchSetup:
         for name, default in LATER_SETTINGS.items():
             if name != "shards" and data[name] == default:
                 data.pop(name)
+        data.pop("storage")  # where the study lives, not what it finds
+        if self.strategy != "evolution":
+            data.pop("population")
+        if self.strategy != "pareto":
+            data.pop("minimise")
         return json.loads(json.dumps(data))
 
     def effective_layout(self) -> str:
@@ -125,6 +137,7 @@ class SearchSetup:
 
 def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
     name, kernels = C.kernel_set(cfg)
+    search = cfg.get("search") or {}
     return SearchSetup(
         kernel_set=name,
         kernels=kernels,
@@ -148,6 +161,10 @@ def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
         max_sops=cfg.budget.get("max_sops"),
         cost_every=bool(cfg.get("cost", {}).get("every_candidate", False)),
         cost=C.cost_table(cfg),
+        strategy=search.get("strategy", "random"),
+        storage=search.get("storage"),
+        population=search.get("population", 20),
+        minimise=search.get("minimise", "params"),
     )
 
 
@@ -164,18 +181,23 @@ def candidate_rngs(seed: int, index: int) -> tuple[np.random.Generator, int]:
     return np.random.default_rng(sample_seq), int(init_seq.generate_state(1, np.uint64)[0] % 2**63)
 
 
-def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device, fused_blocks: bool = False) -> dict:
-    """One line of candidates.jsonl.
+def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tensor], device, fused_blocks: bool = False,
+                       genotype: Genotype | None = None) -> dict:
+    """One line of candidates.jsonl: candidate `index` drawn by SNASNet's sampler, or `genotype` (a guided
+    strategy's choice), initialised from (seed, index) either way.
 
-    A candidate over budget.max_params is skipped before it is built; one over an energy or SOP
-    budget is filtered after scoring (its cost needs a forward pass) and keeps its score.
+    The random search skips a candidate over budget.max_params before it is built; a guided one scores it
+    (its sampler learns from it) and records it over budget. A candidate over an energy or SOP budget is
+    filtered after scoring (its cost needs a forward pass) and keeps its score.
     """
     start = time.perf_counter()
     rng, init_seed = candidate_rngs(setup.seed, index)
-    genotype = sample_genotype(rng, setup.kernels, setup.spec.cell_type)
+    if genotype is None:
+        genotype = sample_genotype(rng, setup.kernels, setup.spec.cell_type)
     params = count_params(genotype, setup.spec, setup.neuron)
     record = {"index": index, "genotype": genotype.to_json(), "params": params}
-    if setup.max_params is not None and params > setup.max_params:
+    over_params = setup.max_params is not None and params > setup.max_params
+    if over_params and setup.strategy == "random":
         return record | {"status": "over_budget", "score": None, "raw_score": None, **candidate_figures(None),
                          "exceeds": "max_params", "seconds": time.perf_counter() - start}
     net = candidate_network(setup, genotype, init_seed, device)
@@ -186,6 +208,8 @@ def evaluate_candidate(setup: SearchSetup, index: int, batches: list[torch.Tenso
     if status == "scored" and (setup.cost_every or setup.cost_budgets()):
         cost = measure_cost(net, batches[0], setup.cost, batch_statistics=True)
         exceeds = setup.exceeded(cost)
+    if status == "scored" and over_params:
+        exceeds = "max_params"
     return record | {
         "status": "over_budget" if exceeds else status,
         "score": score if status == "scored" else None,
@@ -245,7 +269,8 @@ def write_json(path: Path, data: dict) -> None:
 # Settings added after searches had been run: a stored search without one ran at its default
 # (and one that stored the default resumes as well).
 LATER_SETTINGS = {"shards": 1, "max_energy_uj": None, "max_sops": None, "cost_every": False, "precision": "fp32",
-                  "layout": "nchw", "cudnn_benchmark": False, "carry_state": False, "score_version": 1}
+                  "layout": "nchw", "cudnn_benchmark": False, "carry_state": False, "score_version": 1,
+                  "strategy": "random"}
 
 
 def check_settings(out_dir: Path, setup: SearchSetup) -> None:
@@ -320,6 +345,10 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
         "torch": torch.__version__,
         "host": platform.node(),
     }
+    if setup.strategy != "random":  # no new key in a random search's search.json
+        from kss.guided import summary_fields
+
+        summary |= summary_fields(setup, records)
     return summary
 
 
@@ -343,11 +372,20 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
         # The candidates seed torch themselves; the caller's random state (e.g. the training
         # run that follows) must not depend on whether there was any search left to do.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            _score_candidates(setup, batches, device, progress, records, candidates_path)
+            scorer(setup)(setup, batches, device, progress, records, candidates_path)
     summary = summarize(setup, records, device, _winner_cost(setup, data, out_dir, records, batches, device))
     write_json(out_dir / SUMMARY, summary)
     report_best(summary)
     return summary
+
+
+def scorer(setup: SearchSetup):
+    """What scores the remaining candidates: _score_candidates (random) or kss.guided's trial loop."""
+    if setup.strategy == "random":
+        return _score_candidates
+    from kss.guided import score_trials
+
+    return score_trials
 
 
 def report_best(summary: dict) -> None:

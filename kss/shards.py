@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 
 from kss.errors import KssError
 from kss.runlock import is_held, run_lock
-from kss.search import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _score_candidates, _winner_cost, check_settings,
-                        is_finished, read_candidates, report_best, summarize, write_json)
+from kss.search import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _winner_cost, check_settings, is_finished,
+                        read_candidates, report_best, scorer, summarize, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def score_shard(setup: SearchSetup, data, out_dir: Path, device, shard: int, pro
             # as in search(): the caller's random state must not depend on whether there was work left
             batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                _score_candidates(setup, batches, device, progress, records,
+                scorer(setup)(setup, batches, device, progress, records,
                                   shard_candidates(out_dir, shard, setup.shards), indices, name)
         summary = summarize(setup, records, device) | {"shard": shard, "shards": setup.shards}
         write_json(shard_summary(out_dir, shard, setup.shards), summary)

@@ -26,9 +26,10 @@ from kss.network import check_kernels
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]  # where train.py and search.py live
-SWEEP_KEYS = {"name", "kernel_sets", "iters", "seeds", "train", "analyse", "dry_run"}
-# Quoted: Hydra's override grammar takes a nested interpolation only inside quotes.
-JOB_SUBDIR = "'${kss_tag:${kernel_set.kernels}}_${iters}x_seed${seed}'"
+SWEEP_KEYS = {"name", "kernel_sets", "iters", "seeds", "strategies", "train", "analyse", "dry_run"}
+# Quoted: Hydra's override grammar takes a nested interpolation only inside quotes. A guided strategy adds
+# _<strategy> after the iterations (kss_strategy: nothing for random, so random jobs keep their folders).
+JOB_SUBDIR = "'${kss_tag:${kernel_set.kernels}}_${iters}x${kss_strategy:${search.strategy}}_seed${seed}'"
 
 
 def resolve_kernel_sets(entries) -> list[list[int]]:
@@ -63,11 +64,27 @@ def as_list(name: str, values) -> list:
 def plan(cfg: DictConfig) -> dict:
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
     iters, seeds = as_list("iters", cfg.iters), as_list("seeds", cfg.seeds)
+    strategies = resolve_strategies(cfg.get("strategies", ["random"]))
     limits = budgets(cfg)
-    jobs = [{"kernels": k, "iters": n, "seed": s, "dir": f"jobs/{setting_tag(k, n)}_seed{s}"}
-            for k in kernel_sets for n in iters for s in seeds]
+    jobs = [{"kernels": k, "iters": n, "seed": s, "dir": f"jobs/{setting_tag(k, n)}{'' if g == 'random' else '_' + g}_seed{s}",
+             **({} if g == "random" else {"strategy": g})}
+            for k in kernel_sets for n in iters for g in strategies for s in seeds]
     return {"kind": "train" if cfg.train else "search", "dataset": cfg.dataset.name, "kernel_sets": kernel_sets,
-            "iters": iters, "seeds": seeds, **limits, "jobs": jobs}
+            "iters": iters, "seeds": seeds, **({} if strategies == ["random"] else {"strategies": strategies}),
+            **limits, "jobs": jobs}
+
+
+def resolve_strategies(entries) -> list[str]:
+    """strategies=[random,tpe]: search.strategy per job (kss.guided), compared like kernel sets."""
+    from kss.guided import STRATEGIES
+
+    entries = [entries] if isinstance(entries, str) else list(entries or [])
+    if not entries:
+        raise KssError("strategies is empty; e.g. strategies=[random,tpe]")
+    unknown = [e for e in entries if e not in STRATEGIES]
+    if unknown:
+        raise KssError(f"unknown strategy {unknown[0]!r} in strategies; use {', '.join(STRATEGIES)}")
+    return list(dict.fromkeys(entries))
 
 
 def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[str], hydra_passed: list[str]) -> list[str]:
@@ -80,6 +97,7 @@ def job_command(cfg: DictConfig, the_plan: dict, sweep_dir: Path, passed: list[s
         f"kernel_set.kernels={lists}",
         f"iters={','.join(map(str, the_plan['iters']))}",
         f"seed={','.join(map(str, the_plan['seeds']))}",
+        *([f"search.strategy={','.join(the_plan['strategies'])}"] if "strategies" in the_plan else []),
         *passed,
         f"wandb.group={cfg.name}",
         "on_error=record",

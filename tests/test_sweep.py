@@ -313,3 +313,30 @@ def test_ray_launcher_runs_a_tiny_multirun(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list(tmp_path.glob("*/search.json"))) == 2
+
+
+def test_strategies_are_planned_and_compared_like_kernel_sets(compose_cfg, tmp_path):
+    cfg = compose_cfg("kernel_sets=[set3]", "iters=[4]", "strategies=[random,tpe]", "train=false", config_name="sweep",
+                      tiny=False)
+    the_plan = plan(cfg)
+    assert [j["dir"] for j in the_plan["jobs"]] == ["jobs/3x3_5x5_4x_seed0", "jobs/3x3_5x5_4x_tpe_seed0"]
+    assert the_plan["strategies"] == ["random", "tpe"] and "strategies" not in plan(
+        compose_cfg("kernel_sets=[set3]", config_name="sweep", tiny=False))
+    with pytest.raises(KssError, match="unknown strategy 'annealing'"):
+        plan(compose_cfg("strategies=[random,annealing]", config_name="sweep", tiny=False))
+    # the analysis: a random search of 8 and a tpe search that reaches its best R at its 3rd candidate
+    for strategy, scores in (("random", [1.0, 2.0, 5.0, 3.0, 1.0, 0.0, 4.0, 2.0]), ("tpe", [2.0, 4.0, 6.0, 1.0])):
+        job = tmp_path / "jobs" / f"3x3_5x5_{len(scores)}x{'' if strategy == 'random' else '_tpe'}_seed0"
+        job.mkdir(parents=True)
+        common = {"kernels": [3, 5], "iters": len(scores), "seed": 0, "dataset": "synthetic"}
+        (job / "search.json").write_text(json.dumps({**common, "best_score": max(scores), "params": 1000,
+                                                     "search_seconds": 1.0, "best_genotype": {},
+                                                     **({} if strategy == "random" else {"strategy": "tpe"})}))
+        (job / "candidates.jsonl").write_text("".join(json.dumps({"index": i, "status": "scored", "score": v}) + "\n"
+                                                      for i, v in enumerate(scores)))
+    result = analyse(tmp_path)
+    rows = {r.setting: r for r in result["settings"]}
+    assert set(rows) == {"3x3_5x5_8x", "3x3_5x5_4x_tpe"}
+    assert rows["3x3_5x5_4x_tpe"].trials_to_random_best == 3 and rows["3x3_5x5_4x_tpe"].reached_random_best == "1/1 seeds vs random 8"
+    assert "search_time_guided.png" in {p.name for p in result["plots"]}
+    assert "trials_to_random_best" in (tmp_path / "summary.md").read_text()

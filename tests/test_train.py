@@ -342,6 +342,8 @@ def test_optuna_hparams_search_maximises_validation_accuracy(tmp_path):
     best = (tmp_path / "optimization_results.yaml").read_text()
     trials = [json.loads((tmp_path / f"trial_{i}" / METRICS).read_text()) for i in range(2)]
     assert f"best_value: {max(t['best_val_acc'] for t in trials)}" in best  # validation, not test accuracy
+    # kss's own sweeper (hydra_plugins/kss_optuna_sweeper) on the current Optuna, not hydra-optuna-sweeper
+    assert "best_params:" in best and "optimizer.lr" in best and "best_trial:" in best
 
 
 @pytest.mark.parametrize("logger, wandb_mode, tensorboard", [
