@@ -61,13 +61,15 @@ def model_spec(cfg: DictConfig, data) -> ModelSpec:
 def data_split(cfg: DictConfig) -> dict:
     """The dataset settings that decide which images a search scores (not where files live or loader speed)."""
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
-    return {k: v for k, v in fields.items() if k not in ("root", "download", "batch_size", "num_workers", "augment")}
+    return {k: v for k, v in fields.items()
+            if k not in ("root", "download", "batch_size", "num_workers", "augment", "score_batch_size")}
 
 
 def data_module(cfg: DictConfig, batch_size: int | None = None):
     from kss.data import KssDataModule
 
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
+    fields.pop("score_batch_size", None)  # the scoring batch the dataset brings (score.batch_size), not the loaders'
     if batch_size is not None:
         fields["batch_size"] = batch_size
     return KssDataModule(seed=cfg.seed, **fields)

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
+from kss.cli import checked
 from kss.cost import first_images, measure_cost
 from kss.errors import KssError
 from kss.export import FORMATS, run_graph, to_nir
@@ -161,6 +162,7 @@ def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     check_data_fits(module, data, cfg.dataset.name)
     device = C.resolve_device(cfg.device)
     data.setup("test")
+    checked()  # the config tree (extras.print_config), once the input is valid
     module.to(device)
     table = C.cost_table(cfg)
     cost_images = first_images(data.test_dataloader(), cfg.cost.images)

@@ -422,16 +422,30 @@ def is_finished(out_dir: Path, iters: int) -> bool:
     return (out_dir / SUMMARY).exists() and len(read_candidates(out_dir / CANDIDATES)) >= iters
 
 
+def check_batch_fits(setup: SearchSetup, data) -> None:
+    """The scoring batch must fit the training split; loads the data, so missing data is refused here too."""
+    data.setup()
+    n = len(data.train_set)
+    if setup.batch_size > n:
+        raise KssError(f"score.batch_size={setup.batch_size} is larger than the {setup.dataset} training split "
+                       f"({n} images); pass score.batch_size={n} or less")
+
+
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `search.py`: config in, search.json's content out (a shard's own summary
     while other shards of its search are still to run)."""
     from kss import shards as S
+    from kss.cli import checked
 
     shards, shard = S.check_sharding(cfg)  # before any work: a refused command leaves nothing behind
     out_dir = Path(out_dir or C.run_dir())
     data = C.data_module(cfg)
     setup = setup_from_config(cfg, data, shards)
     device = C.resolve_device(cfg.device)
+    check_precision(setup.precision, device)
+    if shards == 1 and not is_finished(out_dir, setup.iters) or shards > 1 and shard is not None:
+        check_batch_fits(setup, data)
+    checked()  # the input is valid: the config tree (extras.print_config), then the work
     if shards > 1:
         summary, merged_now = S.run_sharded(setup, data, out_dir, device, shard, progress=cfg.get("progress", True),
                                             lock_wait=cfg.get("lock_wait", False))

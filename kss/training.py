@@ -26,7 +26,8 @@ from kss.genotype import Genotype, check_fits, load_genotype
 from kss.module import SpikingClassifier
 from kss.params import count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.search import SUMMARY, SearchSetup, search, setup_from_config, write_json
+from kss.cli import checked
+from kss.search import SUMMARY, SearchSetup, check_batch_fits, search, setup_from_config, write_json
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
@@ -211,6 +212,11 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         searcher = ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress)
     callbacks = [searcher] if searcher else []
     ckpt_path = resume_checkpoint(cfg, out_dir)
+    # the data is there (and holds a scoring batch) before any logger or file is made: refused input writes nothing
+    if searcher:
+        check_batch_fits(searcher.search_setup, data)
+    data.setup()
+    checked()  # the config tree (extras.print_config), once the input is valid
 
     module = SpikingClassifier(
         model=asdict(spec), neuron=asdict(neuron),
