@@ -358,7 +358,7 @@ def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
 
     cfg = train_cfg("callbacks=early_stopping", "logger=csv", "progress=true")
     names = sorted(type(c).__name__ for c in optional_callbacks(cfg))
-    assert names == ["EarlyStopping", "LearningRateMonitor", "RichModelSummary", "RichProgressBar"]
+    assert names == ["EarlyStopping", "LearningRateMonitor", "ModelSummary", "RichProgressBar"]
     assert optional_callbacks(train_cfg("callbacks=none")) == []
     assert "RichProgressBar" not in [type(c).__name__ for c in optional_callbacks(train_cfg("progress=false"))]
     metrics = run_train(train_cfg("callbacks=early_stopping", "logger=csv", "debug=fdr",
