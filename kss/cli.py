@@ -144,7 +144,7 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
         if error.errno not in STORAGE_ERRORS or cfg.get("on_error") == "record":
             raise
         # files already written stay valid: results are written atomically or line by line
-        discard_run_dir(run_dir())
+        discard_run_dir(run_dir() if HydraConfig.initialized() else None)
         print(f"error: could not write {error.filename or 'a result file'}: {error.strerror}; "
               "free some space or pass a writable hydra.run.dir, then rerun to resume", file=sys.stderr)
         sys.exit(2)
@@ -153,7 +153,7 @@ def run_task(task: Callable[[DictConfig], dict], cfg: DictConfig, kind: str) -> 
             record_failure(cfg, kind, error)
             return None
         if isinstance(error, KssError):
-            discard_run_dir(run_dir())
+            discard_run_dir(run_dir() if HydraConfig.initialized() else None)
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         raise

@@ -140,6 +140,7 @@ def run_settings(cfg: DictConfig) -> dict:
                 "batch_size": cfg.dataset.batch_size, "precision": str(cfg.trainer.precision)}
     for key in ("model", "neuron", "optimizer", "scheduler", "score", "budget"):
         settings[key] = plain(cfg[key])
+    settings["score"].pop("allocator", None)  # where the search's memory comes from, not what it computes
     # budgets added later count only when set, so runs from before them are still recognised as finished
     settings["budget"] = {k: v for k, v in settings["budget"].items() if v is not None or k == "max_params"}
     return settings

@@ -318,12 +318,12 @@ def test_debug_presets_run_on_the_tiny_config(train_cfg, tmp_path, preset):
 
 
 def test_the_resolved_config_is_printed_as_a_tree_unless_switched_off(compose_cfg, capsys):
-    from kss.cli import run_task
+    from kss.cli import checked, run_task
 
-    run_task(lambda cfg: {}, compose_cfg(), "search")
+    run_task(lambda cfg: checked(), compose_cfg(), "search")  # printed once the task has checked its input
     out = capsys.readouterr().out
     assert "config" in out and "kernel_set" in out and "eta_min" not in out  # search config: no training groups
-    run_task(lambda cfg: {}, compose_cfg("extras=none"), "search")
+    run_task(lambda cfg: checked(), compose_cfg("extras=none"), "search")
     assert capsys.readouterr().out == ""
 
 
@@ -383,3 +383,28 @@ def test_compile_switch_compiles_the_network_in_place(train_cfg):
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
     assert "compile" not in compiled.hparams
     assert run_settings(cfg)["model"]["compile"] is True  # a rerun with another setting is refused, not mixed
+
+
+def test_metrics_count_the_images_trained_and_carry_the_score_of_a_given_search(train_cfg, compose_cfg, tmp_path):
+    search_dir = tmp_path / "search"
+    searched = run_search(compose_cfg("iters=2"), search_dir)
+    # 64 training images in batches of 16: limit_train_batches=2 trains 32 of them per epoch
+    metrics = run_train(train_cfg(f"genotype={search_dir / SUMMARY}", "trainer.limit_train_batches=2",
+                                  "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"), tmp_path / "train")
+    assert metrics["train_images_per_epoch"] == 32
+    assert metrics["search_score"] == searched["best_score"]
+    assert metrics["search_seconds"] == searched["search_seconds"]
+
+
+def test_a_training_run_of_a_search_json_is_named_without_repeats(compose_cfg):
+    from omegaconf import OmegaConf
+
+    def run_name(*overrides):
+        composed = compose_cfg(*overrides, config_name="train", hydra=True)
+        return Path(OmegaConf.to_container(composed.hydra.run, resolve=True)["dir"]).name
+
+    search = "outputs/search/1x1_3x3_50x_synthetic_seed0/search.json"
+    assert run_name(f"genotype={search}") == "1x1_3x3_50x_synthetic_seed0"
+    assert run_name(f"genotype={search}", "seed=1") == "1x1_3x3_50x_synthetic_seed0_seed1"
+    assert run_name() == "1x1_3x3_4x_synthetic_seed0"
+    assert run_name("genotype=snasnet_cifar10") == "snasnet_cifar10_synthetic_seed0"
