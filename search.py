@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
-from kss.cli import run_task
+from kss.cli import launch, run_task
 from kss.config import without_training
 from kss.search import run_search
 
@@ -16,4 +16,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
-from kss.cli import run_task
+from kss.cli import launch, run_task
 from kss.sweep import run_sweep
 
 
@@ -19,4 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

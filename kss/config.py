@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -61,13 +62,15 @@ def model_spec(cfg: DictConfig, data) -> ModelSpec:
 def data_split(cfg: DictConfig) -> dict:
     """The dataset settings that decide which images a search scores (not where files live or loader speed)."""
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
-    return {k: v for k, v in fields.items() if k not in ("root", "download", "batch_size", "num_workers", "augment")}
+    return {k: v for k, v in fields.items()
+            if k not in ("root", "download", "batch_size", "num_workers", "augment", "score_batch_size")}
 
 
 def data_module(cfg: DictConfig, batch_size: int | None = None):
     from kss.data import KssDataModule
 
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
+    fields.pop("score_batch_size", None)  # the scoring batch the dataset brings (score.batch_size), not the loaders'
     if batch_size is not None:
         fields["batch_size"] = batch_size
     return KssDataModule(seed=cfg.seed, **fields)
@@ -151,27 +154,49 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def architecture_tag(genotype: str | None, kernels, iters: int) -> str:
-    """Run-directory name of a training run: the searched setting, or the genotype's name."""
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _names_data(name: str, dataset: str, seed=None) -> bool:
+    """Whether a run name ends with its dataset and a seed (`seed`, when given): ..._fashion_mnist_seed0."""
+    seed_part = r"_seed\d+" if seed is None else f"_seed{seed}"
+    return re.search(f"_{re.escape(dataset)}{seed_part}$", name) is not None
+
+
+def architecture_tag(genotype: str | None, kernels, iters: int, dataset: str, seed: int) -> str:
+    """Run-directory name of a training run: <searched setting or genotype>_<dataset>_seed<seed>; a
+    search.json's folder that already names the dataset and seed is not named twice."""
     if genotype is None:
-        return setting_tag(list(kernels), iters)
+        return f"{setting_tag(list(kernels), iters)}_{dataset}_seed{seed}"
     stem = Path(str(genotype)).stem if str(genotype).endswith(".json") else str(genotype)
     if stem == "search":  # .../3x3_5x5_1000x_cifar10_seed0/search.json -> that folder's name
         stem = Path(str(genotype)).parent.name
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+    stem = _safe(stem)
+    if _names_data(stem, dataset, seed):
+        return stem
+    # searched with another seed: ..._cifar10_seed0_seed1 (search seed 0, training seed 1)
+    return f"{stem}_seed{seed}" if _names_data(stem, dataset) else f"{stem}_{dataset}_seed{seed}"
 
 
-def checkpoint_tag(ckpt_path: str | None, quantize: str | None) -> str:
-    """Run-directory name of an evaluation: <training run>_<checkpoint>_<precision>."""
+def checkpoint_tag(ckpt_path: str | None, quantize: str | None, export: str | None = None,
+                   dataset: str | None = None) -> str:
+    """Run-directory name of an evaluation, one per setting: <training run>[_<checkpoint>]_<precision>[_<export>]
+    [_<dataset>, unless the training run's name ends with it]."""
     if ckpt_path is None:
         return "no_checkpoint"
     path = Path(str(ckpt_path))
     if path.suffix != ".ckpt":  # a training run directory
-        tag = f"{path.name}_{quantize or 'fp32'}"
+        run, parts = path.name, [path.name]
     else:
         run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
-        tag = f"{run}_{path.stem}_{quantize or 'fp32'}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+        parts = [run, path.stem]
+    parts.append(quantize or "fp32")
+    if export:
+        parts.append(str(export))
+    if dataset and not _names_data(run, str(dataset)):
+        parts.append(str(dataset))
+    return _safe("_".join(parts))
 
 
 def project_root() -> str:

@@ -206,13 +206,31 @@ class KssDataModule(lightning.LightningDataModule):
         ds = tvd.FashionMNIST(str(self.root), train=train, download=self.download)
         return ds.data.numpy(), ds.targets.numpy()
 
+    @contextlib.contextmanager
     def _download_lock(self):
         """Jobs started together (a search's shards, a sweep's jobs) download one at a time, never into
-        the same files at once; the others then find the data there."""
+        the same files at once; the others then find the data there. A failed download leaves neither the
+        lock file nor a data folder it created."""
         if not self.download or not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
-            return contextlib.nullcontext()
+            yield
+            return
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.root / ".kss-download.lock")
+        path = self.root / ".kss-download.lock"
+        ours = not path.exists()
+        try:
+            with FileLock(path):
+                yield
+        except BaseException:
+            if ours:
+                path.unlink(missing_ok=True)
+            if created:  # and the empty folders the failed download made in it
+                for folder in sorted((p for p in self.root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
+            raise
 
     def _arrays(self, train: bool) -> tuple[np.ndarray | list[Path], np.ndarray]:
         if self.name == "tinyimagenet":
@@ -292,7 +310,8 @@ class KssDataModule(lightning.LightningDataModule):
         self.setup()
         n = len(self._search_set)
         if batch_size > n:
-            raise KssError(f"search batch_size={batch_size} is larger than the {self.name} training split ({n} images)")
+            raise KssError(f"score.batch_size={batch_size} is larger than the {self.name} training split ({n} images); "
+                           f"pass score.batch_size={n} or less")
         g = torch.Generator().manual_seed(seed)
         if batch_size * repeats <= n:  # disjoint batches when there are enough images
             chunks = torch.randperm(n, generator=g)[: batch_size * repeats].view(repeats, batch_size)

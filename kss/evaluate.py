@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from kss import config as C
+from kss.cli import checked
 from kss.cost import first_images, measure_cost
 from kss.errors import KssError
 from kss.export import FORMATS, run_graph, to_nir
@@ -100,12 +102,13 @@ def check_data_fits(module: SpikingClassifier, data, dataset: str) -> None:
 
 
 @torch.no_grad()
-def test_accuracy(module: SpikingClassifier, net: torch.nn.Module, loader, device) -> dict:
+def test_accuracy(module: SpikingClassifier, net: torch.nn.Module, loader, device, progress: bool = False,
+                  desc: str = "test") -> dict:
     """The training run's test metrics (same torchmetrics collection) for `net`, and its throughput."""
     metrics = module.test_metrics.clone().to(device)
     metrics.reset()
     images, seconds = 0, 0.0
-    for batch, labels in loader:
+    for batch, labels in tqdm(loader, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True, leave=False):
         batch, labels = batch.to(device), labels.to(device)
         start = time.perf_counter()
         logits = net(batch)
@@ -120,11 +123,12 @@ def test_accuracy(module: SpikingClassifier, net: torch.nn.Module, loader, devic
 
 
 @torch.no_grad()
-def latency_ms(net: torch.nn.Module, image: torch.Tensor, device, repeats: int) -> float:
+def latency_ms(net: torch.nn.Module, image: torch.Tensor, device, repeats: int, progress: bool = False) -> float:
     """Median wall time of a forward pass on one image, after two untimed warm-up passes."""
     image = image[:1].to(device)
     times = []
-    for step in range(repeats + 2):
+    for step in tqdm(range(repeats + 2), desc="latency", unit="pass", disable=not progress, dynamic_ncols=True,
+                     leave=False):
         start = time.perf_counter()
         net(image)
         if device.type == "cuda":
@@ -134,14 +138,20 @@ def latency_ms(net: torch.nn.Module, image: torch.Tensor, device, repeats: int) 
     return statistics.median(times)
 
 
-def nir_round_trip(net: torch.nn.Module, images: torch.Tensor, out_dir: Path) -> dict:
+def nir_round_trip(net: torch.nn.Module, images: torch.Tensor, out_dir: Path, progress: bool = False) -> dict:
     """Export to NIR, read the file back with spikingjelly, compare predictions on `images`."""
     path = out_dir / NIR_FILE
     net_cpu = net.to("cpu")
-    graph = to_nir(net_cpu, images, path)
-    with torch.no_grad():
-        ours = net_cpu(images)
-    theirs = run_graph(path, images, net_cpu.spec.timesteps)
+    with tqdm(total=3, desc="NIR export", unit="step", disable=not progress, dynamic_ncols=True, leave=False) as bar:
+        graph = to_nir(net_cpu, images, path)
+        bar.set_description("NIR: our network")
+        bar.update()
+        with torch.no_grad():
+            ours = net_cpu(images)
+        bar.set_description("NIR: the file read back")
+        bar.update()
+        theirs = run_graph(path, images, net_cpu.spec.timesteps)
+        bar.update()
     same = (ours.argmax(1) == theirs.argmax(1)).float().mean().item()
     result = {"format": "nir", "file": str(path), "nodes": len(graph.nodes), "edges": len(graph.edges),
               "round_trip_images": len(images), "round_trip_same_predictions": same,
@@ -161,21 +171,23 @@ def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     check_data_fits(module, data, cfg.dataset.name)
     device = C.resolve_device(cfg.device)
     data.setup("test")
+    checked()  # the config tree (extras.print_config), once the input is valid
     module.to(device)
     table = C.cost_table(cfg)
     cost_images = first_images(data.test_dataloader(), cfg.cost.images)
 
-    fp32 = test_accuracy(module, module.net, data.test_dataloader(), device)
+    progress = bool(cfg.get("progress", True))
+    fp32 = test_accuracy(module, module.net, data.test_dataloader(), device, progress, "test fp32")
     net, result = module.net, dict(fp32)
     if cfg.quantize == "int8":
         net = quantize_int8(module.net).eval()
-        result = test_accuracy(module, net, data.test_dataloader(), device)
+        result = test_accuracy(module, net, data.test_dataloader(), device, progress, "test int8")
         result |= {"fp32_test_acc": fp32["test_acc"], "fp32_test_acc_top5": fp32["test_acc_top5"],
                    "int8_acc_drop": fp32["test_acc"] - result["test_acc"]}
     params = sum(p.numel() for p in module.net.parameters())
     result |= {
         "precision": cfg.quantize or "fp32",
-        "latency_ms_per_image": latency_ms(net, cost_images, device, cfg.latency_images),
+        "latency_ms_per_image": latency_ms(net, cost_images, device, cfg.latency_images, progress),
         "latency_images": cfg.latency_images,
         "weights_stored_bytes": stored_bytes(net),  # as held in memory (int8 values: 1 byte)
         **measure_cost(net, cost_images, table),
@@ -197,7 +209,7 @@ def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     if cfg.export is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         images = first_images(data.test_dataloader(), cfg.export_images)
-        result["export"] = nir_round_trip(net, images, out_dir)
+        result["export"] = nir_round_trip(net, images, out_dir, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / EVAL, result)
     log_to_wandb(cfg, out_dir, result)

@@ -48,7 +48,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     label = QUALITY_LABELS[metric]
     written = []
 
-    # (a) accuracy per setting, and per epoch where training curves were logged
+    # (a) accuracy per setting, (b) per epoch where training curves were logged
     curves = {}
     for row in rows:
         members = [epoch_curves(Path(j.path)) for j in jobs if j.setting == row.setting and j.dataset == row.dataset
@@ -64,16 +64,16 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     if curves:
         for name, (epochs, accs) in curves.items():
             axes[0][1].plot(epochs, accs, marker="o", ms=3, label=name)
-        axes[0][1].set(xlabel="epoch", ylabel="validation accuracy", title="(a) validation accuracy per epoch")
+        axes[0][1].set(xlabel="epoch", ylabel="validation accuracy", title="(b) validation accuracy per epoch")
         axes[0][1].legend(fontsize=7)
     written.append(_save(fig, root / "accuracy.png"))
 
-    # (b) search time, normalised to SNASNet's 1x1_3x3_5000x when the sweep has it
+    # (c) search time, normalised to SNASNet's 1x1_3x3_5000x when the sweep has it
     normalised = all(r.search_time_normalised is not None for r in rows)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _points(ax, rows, [r.search_time_normalised if normalised else r.search_seconds_mean for r in rows],
           [None if normalised else r.search_seconds_std for r in rows],
-          "search time / 1x1_3x3_5000x" if normalised else "search time [s]", "(b) search time per setting")
+          "search time / 1x1_3x3_5000x" if normalised else "search time [s]", "(c) search time per setting")
     written.append(_save(fig, root / "search_time.png"))
     # (b') guided strategies: candidates each needed to reach the largest random search's best R
     guided = [r for r in rows if r.strategy != "random" and r.reached_random_best is not None]
@@ -87,16 +87,16 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
                         xytext=(4, 4), textcoords="offset points")
         written.append(_save(fig, root / "search_time_guided.png"))
 
-    # (c) accuracy vs parameters, Pareto front, budget, selection
+    # (d) accuracy vs parameters, Pareto front, budget, selection
     written.append(_tradeoff(root / "tradeoff.png", rows, values, front, selection, "params_mean", "parameters",
-                             "max_params", "(c) accuracy-memory trade-off"))
-    # (d) accuracy vs energy per image, where the runs measured it
+                             "max_params", "(d) accuracy-memory trade-off"))
+    # (e) accuracy vs energy per image, where the runs measured it
     costed = [(r, v) for r, v in zip(rows, values) if r.energy_uj_mean is not None]
     if costed:
         written.append(_tradeoff(root / "tradeoff_energy.png", [r for r, _ in costed], [v for _, v in costed],
                                  energy_front([r for r, _ in costed]), selection, "energy_uj_mean",
                                  "energy per image [uJ] (MACs x E_MAC + SOPs x E_AC)", "max_energy_uj",
-                                 "(d) accuracy-energy trade-off"))
+                                 "(e) accuracy-energy trade-off"))
 
     # Step 1 of the method: single kernel sizes side by side
     single = [r for r in rows if len(r.kernels) == 1]
@@ -126,7 +126,9 @@ def _tradeoff(path: Path, rows: list[Setting], values: list, front: list[Setting
     ax.scatter([getattr(r, x) for r in rows], values, color="tab:blue", zorder=3)
     for r, v in zip(rows, values):
         ax.annotate(r.setting, (getattr(r, x), v), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.plot([getattr(r, x) for r in front], [quality(r)[1] for r in front], "--", color="tab:green", label="Pareto front")
+    # markers too: a front of one setting has no line to draw, and the legend shows both
+    ax.plot([getattr(r, x) for r in front], [quality(r)[1] for r in front], ls="--", marker="D", ms=5, lw=1.5,
+            color="tab:green", label="Pareto front", zorder=2)
     if selection.get(budget):
         ax.axvline(selection[budget], color="tab:red", ls=":", label=f"budget {selection[budget]:.3g}")
     chosen = next((r for r in rows if r.setting == selection.get("selected")), None)

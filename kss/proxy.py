@@ -34,9 +34,11 @@ import torch
 from omegaconf import DictConfig
 
 from kss import config as C
+from kss.cli import checked
 from kss.errors import KssError
 from kss.genotype import Genotype, conv_kernel
-from kss.search import CANDIDATES, evaluate_candidate, read_candidates, search, setup_from_config, write_json
+from kss.search import (CANDIDATES, check_batch_fits, evaluate_candidate, read_candidates, search, setup_from_config,
+                        write_json)
 from kss.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
                        random_regret, rank_correlations, regret_curve, reliability, tau_difference)
 from kss.sweep import resolve_kernel_sets
@@ -287,6 +289,11 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
     check_study(cfg, kernel_sets)
     device = C.resolve_device(cfg.device)
+    if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve
+        job = C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]})
+        data = C.data_module(job)
+        check_batch_fits(setup_from_config(job, data), data)
+    checked()  # the config tree (extras.print_config), once the input is valid
     p = cfg.proxy
     picks = collect_picks(cfg, out_dir, kernel_sets, device)
     total = len(picks) + 2 * (p.seeds - 1) + min(p.long_archs, len(picks))

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kss.analysis import PLAN, analyse
+from kss.cli import FAILED, checked, discard_run_dir
 from kss.config import KERNEL_SETS, budgets, model_fields, run_dir, setting_tag
 from kss.errors import KssError
 from kss.network import check_kernels
@@ -193,7 +194,8 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
         summary = analyse(Path(cfg.analyse), **budgets(cfg))
         print((Path(cfg.analyse) / "summary.md").read_text())
         return summary
-    if sweep_dir is None:
+    from_hydra = sweep_dir is None
+    if from_hydra:
         from hydra.core.hydra_config import HydraConfig
 
         hydra = HydraConfig.get()
@@ -203,8 +205,11 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
     sweep_dir = Path(sweep_dir).resolve()
     the_plan = plan(cfg)
     command = job_command(cfg, the_plan, sweep_dir, passed or [], hydra_passed or [])
+    checked()  # the config tree (extras.print_config), once the input is valid
     if cfg.dry_run:
         print_plan(cfg, the_plan, sweep_dir, command)
+        if from_hydra:  # a dry run writes nothing: not even the folder Hydra made for it
+            discard_run_dir(sweep_dir)
         return {"plan": the_plan, "command": command}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PLAN).write_text(json.dumps(the_plan, indent=2) + "\n")
@@ -215,6 +220,13 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
     summary = analyse(sweep_dir, **budgets(cfg))
     log_summary_to_wandb(cfg, sweep_dir, summary)
     print((sweep_dir / "summary.md").read_text())
+    failed = [job for job in summary["jobs"] if job.status == "failed"]
+    if failed:  # what could be analysed is written; the exit code says that not everything ran
+        raise KssError(f"{len(failed)} of {len(summary['jobs'])} jobs failed (summary.md lists why): "
+                       + ", ".join(str(Path(job.path) / FAILED) for job in failed))
+    if result.returncode != 0:
+        raise KssError(f"the job launcher exited with {result.returncode}; rerun the same command to run "
+                       "what did not finish")
     return summary
 
 

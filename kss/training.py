@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +26,8 @@ from kss.genotype import Genotype, check_fits, load_genotype
 from kss.module import SpikingClassifier
 from kss.params import count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.search import SUMMARY, SearchSetup, search, setup_from_config, write_json
+from kss.cli import checked
+from kss.search import SUMMARY, SearchSetup, check_batch_fits, search, setup_from_config, write_json
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
@@ -41,6 +42,33 @@ class _NoAdverts(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
+# Lightning's info lines (GPU/TPU available, a model summary callback already configured) say nothing
+# about the run; its warnings still show.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary without FLOPs, which it counts only from an example input (0 here);
+    a spiking network's cost per image is in metrics.json (SOPs, MACs, energy)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters: int, trainable_parameters: int, model_size: float,
+                  total_training_modes: dict, total_flops: int, **summarize_kwargs) -> None:
+        from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, justify="right" if name not in ("Name", "Type", "Mode") else "left")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        console = get_console()
+        console.print(table)
+        console.print(f"[bold]Trainable params[/]: {get_human_readable_count(int(trainable_parameters))}   "
+                      f"[bold]Total params[/]: {get_human_readable_count(int(total_parameters))}   "
+                      f"[bold]Size (MB)[/]: {get_formatted_model_size(model_size)}")
 
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
@@ -112,6 +140,7 @@ def run_settings(cfg: DictConfig) -> dict:
                 "batch_size": cfg.dataset.batch_size, "precision": str(cfg.trainer.precision)}
     for key in ("model", "neuron", "optimizer", "scheduler", "score", "budget"):
         settings[key] = plain(cfg[key])
+    settings["score"].pop("allocator", None)  # where the search's memory comes from, not what it computes
     # budgets added later count only when set, so runs from before them are still recognised as finished
     settings["budget"] = {k: v for k, v in settings["budget"].items() if v is not None or k == "max_params"}
     return settings
@@ -144,10 +173,13 @@ def make_loggers(cfg: DictConfig, out_dir: Path) -> list:
     # A new csv/version_N per session: Lightning's CSV writer would delete an existing metrics.csv.
     loggers = [CSVLogger(out_dir, name="csv")]
     if cfg.wandb.mode != "disabled":
-        loggers.append(WandbLogger(
+        wandb_logger = WandbLogger(
             project=cfg.wandb.project, save_dir=str(out_dir), mode=cfg.wandb.mode, group=cfg.wandb.group,
             job_type="train", tags=C.run_tags(cfg), name=out_dir.name, settings=wandb_settings(),
-        ))
+        )
+        # Lightning passes anonymous=None to wandb.init, and wandb 0.31 warns that the setting has no effect
+        wandb_logger._wandb_init.pop("anonymous", None)
+        loggers.append(wandb_logger)
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
     return loggers
@@ -211,6 +243,11 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         searcher = ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress)
     callbacks = [searcher] if searcher else []
     ckpt_path = resume_checkpoint(cfg, out_dir)
+    # the data is there (and holds a scoring batch) before any logger or file is made: refused input writes nothing
+    if searcher:
+        check_batch_fits(searcher.search_setup, data)
+    data.setup()
+    checked()  # the config tree (extras.print_config), once the input is valid
 
     module = SpikingClassifier(
         model=asdict(spec), neuron=asdict(neuron),
@@ -302,11 +339,30 @@ def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
     return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))
 
 
+def search_record(cfg: DictConfig, out_dir: Path) -> dict:
+    """The search.json the trained architecture came from: the one in the run directory (searched first),
+    or the one `genotype` names (the winner of that search); {} for a genotype file or a published cell."""
+    path = out_dir / SUMMARY if cfg.genotype is None else Path(str(cfg.genotype))
+    try:
+        record = json.loads(path.read_text()) if path.suffix == ".json" and path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) and "best_genotype" in record else {}
+
+
+def images_per_epoch(trainer: L.Trainer) -> int:
+    """Training images an epoch really uses: trainer.limit_train_batches counted in (the last batch may be short)."""
+    data = trainer.datamodule
+    batches, size, total = trainer.num_training_batches, data.batch_size, len(data.train_set)
+    if not isinstance(batches, int):  # inf: the whole split
+        return total
+    return min(batches * size * trainer.world_size, total)  # under DDP, each rank trains its share
+
+
 def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_seconds, throughput, cost=None) -> dict:
     params = count_params(module.genotype, module.spec, module.neuron)
     assert params == sum(p.numel() for p in module.parameters()), "analytic count drifted from the network"
-    searched = out_dir / SUMMARY
-    search_summary = json.loads(searched.read_text()) if cfg.genotype is None and searched.exists() else {}
+    search_summary = search_record(cfg, out_dir)
     best_val = checkpoint.best_model_score
     settings = run_settings(cfg)
     return {
@@ -329,7 +385,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         "search_seconds": search_summary.get("search_seconds"),
         "train_seconds": train_seconds,
         "images_per_second": throughput.images / throughput.seconds if throughput.seconds else None,
-        "train_images_per_epoch": len(trainer.datamodule.train_set),
+        "train_images_per_epoch": images_per_epoch(trainer),
         "checkpoint": checkpoint.best_model_path or checkpoint.last_model_path,
         "device": str(trainer.strategy.root_device),
         **(cost or {}),

@@ -233,6 +233,14 @@ def test_cifar_offline_download(tmp_path, offline, name):
     msg = str(err.value)
     assert str(root.resolve()) in msg and "dataset=synthetic" in msg and name in msg
     assert "URLError" in msg and "\n" not in msg
+    assert not root.exists()  # a failed download leaves no lock file and no data folder
+
+
+def test_a_failed_download_into_an_existing_folder_leaves_only_what_was_there(tmp_path, offline):
+    (tmp_path / "other.txt").write_text("kept")
+    with pytest.raises(KssError):
+        KssDataModule("cifar10", root=str(tmp_path), download=True).setup()
+    assert not (tmp_path / ".kss-download.lock").exists() and (tmp_path / "other.txt").read_text() == "kept"
 
 
 def test_cifar_missing_no_download(tmp_path):
@@ -247,6 +255,7 @@ def test_fashion_offline(tmp_path, offline, monkeypatch):
         KssDataModule("fashion_mnist", root=str(tmp_path / "root"), download=True).setup()
     msg = str(err.value)
     assert str(tmp_path / "root") in msg and "dataset=synthetic" in msg and "\n" not in msg
+    assert not (tmp_path / "root").exists()  # no lock file, no empty folders left
     with pytest.raises(KssError, match="download=False"):
         KssDataModule("fashion_mnist", root=str(tmp_path / "r2"), download=False).setup()
 

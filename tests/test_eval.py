@@ -51,6 +51,28 @@ def test_evaluating_the_checkpoint_gives_the_accuracy_training_reported(trained,
     assert result["precision"] == "fp32" and "export" not in result
 
 
+def test_eval_shows_progress(trained, tmp_path, capsys):
+    run, _ = trained
+    run_eval(cfg("eval", f"ckpt_path={run}", "quantize=int8", "export=nir", "progress=true", *DATA), tmp_path)
+    err = capsys.readouterr().err
+    assert all(bar in err for bar in ("test fp32", "test int8", "latency", "NIR")), err
+
+
+def test_each_eval_setting_gets_its_own_directory_named_without_repeats(tmp_path):
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "1x1_3x3_50x_fashion_mnist_seed0"
+    dirs = set()
+    for setting in ([], ["quantize=int8"], ["export=nir"], ["quantize=int8", "export=nir"]):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            composed = compose(config_name="eval", overrides=[f"ckpt_path={run}", "dataset=fashion_mnist", *setting],
+                               return_hydra_config=True)
+        name = Path(OmegaConf.to_container(composed.hydra.run, resolve=True)["dir"]).name
+        assert name.count("fashion_mnist") == 1 and name.count("seed0") == 1, name
+        dirs.add(name)
+    assert dirs == {f"{run.name}_fp32", f"{run.name}_int8", f"{run.name}_fp32_nir", f"{run.name}_int8_nir"}
+
+
 def test_int8_weights_are_int8_and_the_model_runs(trained, tmp_path):
     run, metrics = trained
     result = run_eval(cfg("eval", f"ckpt_path={run}", "quantize=int8", *DATA), tmp_path)

@@ -178,7 +178,8 @@ def test_every_kernel_set_composes(compose_cfg):
         (["iters=0"], "iters must be a positive integer"),
         (["iters=-5"], "iters must be a positive integer"),
         (["score.batch_size=1"], "at least 2 images"),
-        (["score.batch_size=100000"], "larger than the synthetic training split"),
+        (["score.batch_size=100000"], r"score.batch_size=100000 is larger than the synthetic training split .*"
+                                      r"pass score.batch_size=224 or less"),
         (["budget.max_params=0"], "budget.max_params must be > 0"),
         (["device=cuda:0"], "CUDA is not available"),
         (["score.kind=synflow"], "unknown score kind"),
@@ -237,8 +238,8 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: iters must be a positive integer")
     assert "Traceback" not in result.stderr
     unknown = run_cli("kernel_set=set9", f"hydra.run.dir={tmp_path}")
-    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
-    assert "Could not find 'kernel_set/set9'" in unknown.stderr
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "kernel_set=set9 is not an option; use one of set1" in unknown.stderr
 
 
 def test_budget_below_the_smallest_network_is_refused_before_any_work(compose_cfg, tmp_path):
@@ -421,3 +422,47 @@ def test_fused_setting_does_not_split_a_search(compose_cfg, tmp_path):
     plain = run_search(compose_cfg("score.fused=false", "iters=3"), tmp_path / "plain")
     assert summary["candidates_scored"] == 3 and plain["best_score"] == summary["best_score"]
     assert fused == [r["score"] for r in read_candidates(tmp_path / "plain" / CANDIDATES)]
+
+
+def test_dataset_synthetic_runs_with_its_defaults(compose_cfg, tmp_path):
+    """The synthetic preset brings a scoring batch its 224-image training split can serve."""
+    cfg = compose_cfg("dataset=synthetic", "iters=2", "progress=false", "wandb.mode=disabled", tiny=False)
+    assert cfg.score.batch_size == 128 and cfg.model.c1 == 4  # the preset's batch and its tiny model
+    assert run_search(cfg, tmp_path)["candidates_scored"] == 2
+    assert compose_cfg("dataset=fashion_mnist", tiny=False).score.batch_size == 256  # other datasets: SNASNet's 256
+
+
+def test_the_allocator_default_gives_the_same_bits_and_is_switchable(compose_cfg, tmp_path, monkeypatch):
+    """score.allocator=keep_freed (default) keeps freed memory while scoring; default leaves glibc alone.
+    The same R either way, so it is not a setting: a search resumes under the other one."""
+    import kss.search
+
+    if kss.search._glibc() is None:
+        pytest.skip("not glibc")
+    calls = []
+
+    class Recording:  # glibc, with its mallopt calls recorded
+        def __init__(self, libc):
+            self.libc = libc
+
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return self.libc.mallopt(param, value)
+
+        def malloc_trim(self, pad):
+            return self.libc.malloc_trim(pad)
+
+    libc = kss.search._glibc()
+    monkeypatch.setattr(kss.search, "_glibc", lambda: Recording(libc))
+    kept = run_search(compose_cfg("iters=3"), tmp_path / "kept")
+    assert kept["allocator"] == "keep_freed" and calls[:2] == [(-4, 0), (-1, -1)]  # no mmap, never trim
+    assert calls[2:] == [(-4, 65536), (-1, 128 * 1024)]  # glibc's defaults back after scoring
+    calls.clear()
+    plain = run_search(compose_cfg("iters=3", "score.allocator=default"), tmp_path / "plain")
+    assert plain["allocator"] == "default" and calls == []
+    assert [r["score"] for r in lines(tmp_path / "kept")] == [r["score"] for r in lines(tmp_path / "plain")]
+    assert "allocator" not in json.loads((tmp_path / "kept" / "search_settings.json").read_text())
+    resumed = run_search(compose_cfg("iters=4", "score.allocator=default"), tmp_path / "kept")  # not a setting
+    assert resumed["candidates_scored"] == 4
+    with pytest.raises(KssError, match="score.allocator must be keep_freed or default"):
+        run_search(compose_cfg("score.allocator=tcmalloc"), tmp_path / "bad")

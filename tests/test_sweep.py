@@ -142,6 +142,25 @@ def test_search_only_sweeps_rank_by_score(tmp_path):
     assert {p.name for p in result["plots"]} == {"accuracy.png", "search_time.png", "tradeoff.png"}
 
 
+def test_plot_panels_have_their_own_letters_and_the_pareto_front_a_visible_legend_entry(tmp_path, monkeypatch):
+    import kss.plots
+
+    for k, acc in [(1, 0.7), (3, 0.8)]:
+        job = write_job(tmp_path, [k, k + 2], 1000, 0, acc=acc, params=1000 * k)
+        (job / "csv" / "version_0").mkdir(parents=True)
+        (job / "csv" / "version_0" / "metrics.csv").write_text("epoch,val/acc\n0,0.5\n1,0.6\n")
+    figures = {}
+    real = kss.plots._save
+    monkeypatch.setattr(kss.plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and real(fig, path))
+    analyse(tmp_path)
+    titles = [ax.get_title() for fig in figures.values() for ax in fig.axes]
+    letters = [t.split(")")[0] + ")" for t in titles if t.startswith("(")]
+    assert len(letters) == len(set(letters)) >= 4, titles  # accuracy.png: (a) and (b)
+    legend = figures["tradeoff.png"].axes[0].get_legend()
+    front = next(h for h, t in zip(legend.legend_handles, legend.get_texts()) if t.get_text() == "Pareto front")
+    assert front.get_linestyle() not in ("None", "") and front.get_marker() not in (None, "None", "")
+
+
 def test_plots_written_and_kernel_size_plot_for_single_kernels(tmp_path):
     for k, acc in [(1, 0.7), (3, 0.8), (5, 0.82), (7, 0.81)]:
         write_job(tmp_path, [k], 1000, 0, acc=acc, params=1000 * k)
@@ -255,9 +274,10 @@ def test_a_failing_job_is_reported_and_the_others_still_run(compose_cfg, tmp_pat
               "wandb.mode=disabled", "progress=false"]
     # a 9x9 kernel does not fit the 8x8 map of cell 2: that job fails, set1's must not
     cfg = compose_cfg("kernel_sets=[[9],set1]", "iters=[2]", *passed, config_name="sweep")
-    result = run_sweep(cfg, tmp_path, passed=passed)
-    status = {j.setting: j.status for j in result["jobs"]}
-    assert status == {"9x9_2x": "failed", "1x1_3x3_2x": "complete"}
+    with pytest.raises(KssError, match=r"^1 of 2 jobs failed .*: .*9x9_2x_seed0/failed.json$"):  # exit 2, after...
+        run_sweep(cfg, tmp_path, passed=passed)
+    result = json.loads((tmp_path / "summary.json").read_text())  # ... writing what it could
+    assert [j["kernels"] for j in result["failed"]] == [[9]]
     assert "larger than cell 2" in (tmp_path / "summary.md").read_text()
     assert result["selection"]["selected"] == "1x1_3x3_2x"
 

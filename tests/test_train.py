@@ -52,7 +52,8 @@ def test_genotype_file_path(train_cfg, compose_cfg, tmp_path):
     found = run_search(compose_cfg("kernel_set=set3"), tmp_path / "search")
     metrics = run_train(train_cfg("kernel_set=set3", f"genotype={tmp_path / 'search' / SUMMARY}"), tmp_path / "train")
     assert metrics["genotype"] == found["best_genotype"]
-    assert metrics["search_score"] is None and not (tmp_path / "train" / SUMMARY).exists()
+    # the given search's score, not a search of the training run's own
+    assert metrics["search_score"] == found["best_score"] and not (tmp_path / "train" / SUMMARY).exists()
 
 
 def test_published_genotype_by_name(train_cfg, tmp_path):
@@ -318,12 +319,12 @@ def test_debug_presets_run_on_the_tiny_config(train_cfg, tmp_path, preset):
 
 
 def test_the_resolved_config_is_printed_as_a_tree_unless_switched_off(compose_cfg, capsys):
-    from kss.cli import run_task
+    from kss.cli import checked, run_task
 
-    run_task(lambda cfg: {}, compose_cfg(), "search")
+    run_task(lambda cfg: checked(), compose_cfg(), "search")  # printed once the task has checked its input
     out = capsys.readouterr().out
     assert "config" in out and "kernel_set" in out and "eta_min" not in out  # search config: no training groups
-    run_task(lambda cfg: {}, compose_cfg("extras=none"), "search")
+    run_task(lambda cfg: checked(), compose_cfg("extras=none"), "search")
     assert capsys.readouterr().out == ""
 
 
@@ -360,7 +361,7 @@ def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
 
     cfg = train_cfg("callbacks=early_stopping", "logger=csv", "progress=true")
     names = sorted(type(c).__name__ for c in optional_callbacks(cfg))
-    assert names == ["EarlyStopping", "LearningRateMonitor", "RichModelSummary", "RichProgressBar"]
+    assert names == ["EarlyStopping", "LearningRateMonitor", "ModelSummary", "RichProgressBar"]
     assert optional_callbacks(train_cfg("callbacks=none")) == []
     assert "RichProgressBar" not in [type(c).__name__ for c in optional_callbacks(train_cfg("progress=false"))]
     metrics = run_train(train_cfg("callbacks=early_stopping", "logger=csv", "debug=fdr",
@@ -385,3 +386,28 @@ def test_compile_switch_compiles_the_network_in_place(train_cfg):
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
     assert "compile" not in compiled.hparams
     assert run_settings(cfg)["model"]["compile"] is True  # a rerun with another setting is refused, not mixed
+
+
+def test_metrics_count_the_images_trained_and_carry_the_score_of_a_given_search(train_cfg, compose_cfg, tmp_path):
+    search_dir = tmp_path / "search"
+    searched = run_search(compose_cfg("iters=2"), search_dir)
+    # 64 training images in batches of 16: limit_train_batches=2 trains 32 of them per epoch
+    metrics = run_train(train_cfg(f"genotype={search_dir / SUMMARY}", "trainer.limit_train_batches=2",
+                                  "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"), tmp_path / "train")
+    assert metrics["train_images_per_epoch"] == 32
+    assert metrics["search_score"] == searched["best_score"]
+    assert metrics["search_seconds"] == searched["search_seconds"]
+
+
+def test_a_training_run_of_a_search_json_is_named_without_repeats(compose_cfg):
+    from omegaconf import OmegaConf
+
+    def run_name(*overrides):
+        composed = compose_cfg(*overrides, config_name="train", hydra=True)
+        return Path(OmegaConf.to_container(composed.hydra.run, resolve=True)["dir"]).name
+
+    search = "outputs/search/1x1_3x3_50x_synthetic_seed0/search.json"
+    assert run_name(f"genotype={search}") == "1x1_3x3_50x_synthetic_seed0"
+    assert run_name(f"genotype={search}", "seed=1") == "1x1_3x3_50x_synthetic_seed0_seed1"
+    assert run_name() == "1x1_3x3_4x_synthetic_seed0"
+    assert run_name("genotype=snasnet_cifar10") == "snasnet_cifar10_synthetic_seed0"
