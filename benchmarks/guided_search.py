@@ -6,6 +6,11 @@ vs random at 500.
     nice python benchmarks/guided_search.py run --reference outputs/long/fmnist_set3_random5000_seed0
     # summarise what exists so far (partial runs included), into docs/results/guided_search/
     python benchmarks/guided_search.py summarise --reference outputs/long/fmnist_set3_random5000_seed0
+    # copy every run's records and study into docs/results/guided_search/runs/ (to commit partial results)
+    python benchmarks/guided_search.py save --reference outputs/long/fmnist_set3_random5000_seed0
+
+`run` first restores any run committed under docs/results/guided_search/runs/ that is missing from --out, so a
+new machine continues the committed trials instead of starting over (a guided search resumes from its study.db).
 
 Random at 100/250/500 trials comes from the reference search itself: its candidates are independent draws
 (candidate i from seed (0, i)), so each block of 500 consecutive candidates is one 500-candidate random search.
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -47,7 +54,39 @@ def median_params(reference: list[dict]) -> float:
     return float(statistics.median(r["params"] for r in reference))
 
 
+KEPT = ("candidates.jsonl", "search.json", "search_settings.json")
+
+
+def copy_run(src: Path, dst: Path) -> None:
+    """A run's records and its study; the SQLite file through sqlite's backup API, consistent mid-write."""
+    if not (src / "candidates.jsonl").exists():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+    if (src / "study.db").exists():
+        source, target = sqlite3.connect(src / "study.db"), sqlite3.connect(dst / "study.db")
+        with target:
+            source.backup(target)
+        source.close(), target.close()
+
+
+def save(args) -> None:
+    for where in sorted(p for p in args.out.glob("*_seed*") if p.is_dir()):
+        copy_run(where, args.results / "runs" / where.name)
+        print(f"saved {where} -> {args.results / 'runs' / where.name}")
+
+
+def restore(args) -> None:
+    for kept in sorted(p for p in (args.results / "runs").glob("*_seed*") if p.is_dir()):
+        if not (args.out / kept.name / "candidates.jsonl").exists():
+            copy_run(kept, args.out / kept.name)
+            print(f"restored {kept} -> {args.out / kept.name}")
+
+
 def run(args) -> None:
+    restore(args)
     reference = read(args.reference / "candidates.jsonl")
     budget = median_params(reference) if reference else None
     for strategy, seed, limit in jobs(args, budget):
@@ -60,7 +99,9 @@ def run(args) -> None:
         result = subprocess.run(command, cwd=ROOT)
         if result.returncode != 0:
             print(f"exit {result.returncode}: {where}", flush=True)
-        summarise(args)
+        copy_run(where, args.results / "runs" / where.name)
+        if not args.no_summary:
+            summarise(args)
 
 
 def best_so_far(records: list[dict], feasible_only: bool = True) -> list[float | None]:
@@ -208,7 +249,7 @@ def plot(args, curves: dict, target: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "summarise"])
+    parser.add_argument("what", choices=["run", "summarise", "save"])
     parser.add_argument("--reference", type=Path, required=True, help="run directory of the random reference search")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "guided")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "guided_search")
@@ -217,8 +258,10 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["tpe", "evolution", "pareto"])
     parser.add_argument("--budgeted", action="store_true", help="also tpe/evolution with budget.max_params = the "
                         "reference's median candidate size")
+    parser.add_argument("--no-summary", action="store_true", help="run: do not summarise after each search "
+                        "(when several workers each run some of the strategies)")
     args = parser.parse_args()
-    run(args) if args.what == "run" else summarise(args)
+    {"run": run, "summarise": summarise, "save": save}[args.what](args)
 
 
 if __name__ == "__main__":
