@@ -287,6 +287,14 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `proxy.py`: config in, proxy.json's content out."""
     out_dir = Path(out_dir or C.run_dir())
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
+    if cfg.proxy.get("calibrate", False) not in (True, False):
+        raise KssError(f"proxy.calibrate must be true or false (got {cfg.proxy.calibrate!r})")
+    if cfg.proxy.get("calibrate"):  # the budget calibration instead of the study (kss.calibration)
+        from kss.calibration import run_calibration
+        from kss.shards import refuse_shards
+
+        refuse_shards(cfg, "proxy.py")
+        return run_calibration(cfg, out_dir, kernel_sets, C.resolve_device(cfg.device))
     check_study(cfg, kernel_sets)
     device = C.resolve_device(cfg.device)
     if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve

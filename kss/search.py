@@ -544,6 +544,10 @@ def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     from kss import shards as S
     from kss.cli import checked
 
+    if (cfg.get("search") or {}).get("strategy") == "halving":  # trains its candidates: kss.halving
+        from kss.halving import run_halving
+
+        return run_halving(cfg, Path(out_dir or C.run_dir()))
     shards, shard = S.check_sharding(cfg)  # before any work: a refused command leaves nothing behind
     out_dir = Path(out_dir or C.run_dir())
     data = C.data_module(cfg)
