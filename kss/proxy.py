@@ -80,6 +80,8 @@ def check_study(cfg: DictConfig, kernel_sets: list) -> None:
         raise KssError(f"proxy.epochs is the training budget and must be a positive integer (got {p.epochs})")
     if not 0 < p.train_fraction <= 1:
         raise KssError(f"proxy.train_fraction must be in (0, 1] (got {p.train_fraction})")
+    if p.get("seed_archs", 2) < 2:
+        raise KssError(f"proxy.seed_archs must be >= 2: the top-scored and the median architecture (got {p.seed_archs})")
     if p.long_factor < 1 or p.seeds < 1:
         raise KssError(f"proxy.long_factor and proxy.seeds must be >= 1 (got {p.long_factor}, {p.seeds})")
 
@@ -304,7 +306,7 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     checked()  # the config tree (extras.print_config), once the input is valid
     p = cfg.proxy
     picks = collect_picks(cfg, out_dir, kernel_sets, device)
-    total = len(picks) + 2 * (p.seeds - 1) + min(p.long_archs, len(picks))
+    total = len(picks) + max(2, min(p.get("seed_archs", 2), len(picks))) * (p.seeds - 1) + min(p.long_archs, len(picks))
     done = 0
 
     def progress(what: str) -> None:
@@ -320,7 +322,11 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     # Seed noise: the top-scored and the median-scored architecture, p.seeds training seeds each.
     by_score = sorted(rows, key=lambda r: r["hamming"])
     seed_noise = {}
-    for label, row in (("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])):
+    noisy = [("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])]
+    rest = [r for r in by_score if all(r is not row for _, row in noisy)]
+    extra_archs = max(0, min(p.get("seed_archs", 2), len(rows)) - 2)  # more, spread over the score range
+    noisy += [(f"spread_{i}", row) for i, row in enumerate(spread(rest, extra_archs, "hamming") if extra_archs else [])]
+    for label, row in noisy:
         runs = {cfg.seed: row["val_acc"]}
         for extra in range(1, p.seeds):
             progress(f"{label}, seed {cfg.seed + extra}")
