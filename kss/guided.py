@@ -44,8 +44,8 @@ BUDGET_FIGURES = {"max_params": "params", "max_energy_uj": "energy_uj", "max_sop
 def check_strategy(setup) -> None:
     """One line for a strategy, objective or storage that cannot work (SearchSetup calls this)."""
     if setup.strategy == "halving":  # search.py runs it (kss.halving); a search inside a training cannot
-        raise KssError("search.strategy=halving trains its candidates: run python search.py search.strategy=halving "
-                       "..., then python train.py genotype=<its run dir>/search.json")
+        raise KssError("search.strategy=halving trains its candidates and is not a training-free search: run it with "
+                       "python search.py search.strategy=halving ... (or train.py, which then trains its winner)")
     if setup.strategy not in STRATEGIES:
         raise KssError(f"unknown search.strategy {setup.strategy!r}; use one of {', '.join(STRATEGIES)}, halving")
     if setup.strategy == "random":

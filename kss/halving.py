@@ -212,13 +212,17 @@ def run_trials(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dic
         frozen = trials.get(position)
         if frozen is not None and frozen.state.is_finished():
             continue
-        if frozen is None:
-            trial = study.ask()
-            for key in ("index", "params", "score", "genotype"):
-                trial.set_user_attr(key, candidate[key])
-            trial.set_user_attr("position", position)
+        if frozen is None:  # the candidate enters the study with its attributes in one write
+            study.enqueue_trial({}, user_attrs={"position": position,
+                                                **{k: candidate[k] for k in ("index", "params", "score", "genotype")}})
+        if frozen is None or frozen.state == TrialState.WAITING:
+            trial = study.ask()  # the enqueued trial
+            if trial.user_attrs.get("position") != position:
+                raise KssError(f"the study in {out_dir} does not follow this search's pool (trial {trial.number}); "
+                               f"move {out_dir} away to start afresh")
         else:  # left running by an interruption: the same trial goes on
             log.info("halving: continuing candidate %d (trial %d) after an interruption", candidate["index"], frozen.number)
+            # Optuna has no public call to reopen a RUNNING trial; Trial(study, id) is what study.ask() builds
             trial = optuna.trial.Trial(study, frozen._trial_id)
         genotype_file = out_dir / GENOTYPES / f"{candidate['index']}.json"
         if not genotype_file.exists():

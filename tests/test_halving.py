@@ -176,11 +176,26 @@ def test_bad_halving_settings_are_one_line_and_write_nothing(compose_cfg, tmp_pa
     assert "\n" not in str(info.value) and not (tmp_path / "run").exists() and not calls
 
 
-def test_halving_inside_a_training_is_refused_in_one_line(compose_cfg, tmp_path):
+def test_train_py_with_halving_searches_then_trains_the_winner(compose_cfg, tmp_path, stub_training):
     from kss.training import run_train
 
-    with pytest.raises(KssError, match="run python search.py search.strategy=halving"):
-        run_train(halving_cfg(compose_cfg, "trainer.max_epochs=1"), tmp_path / "run")
+    calls = stub_training()
+    cfg = halving_cfg(compose_cfg, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                      "search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    metrics = run_train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "search.json").read_text())
+    assert metrics["genotype"] == summary["best_genotype"] and metrics["genotype_source"] == str(tmp_path / "search.json")
+    done = len(calls)
+    assert done >= 3 and (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert run_train(cfg, tmp_path)["test_acc"] == metrics["test_acc"] and len(calls) == done  # finished: reported
+
+
+def test_a_training_free_search_refuses_halving_in_one_line(compose_cfg, tmp_path):
+    from kss.proxy import run_proxy
+
+    with pytest.raises(KssError, match="not a training-free search"):
+        run_proxy(compose_cfg(*CALIBRATION[:-1], "proxy.calibrate=false", "proxy.per_set=2", "search.strategy=halving",
+                              config_name="proxy"), tmp_path / "run")
 
 
 @pytest.mark.slow
@@ -291,7 +306,14 @@ def test_calibration_trains_for_real_and_resumes(compose_cfg, tmp_path, monkeypa
     assert [r["trainings"] for r in result["budgets"]] == [6, 6]
     runs = sorted((tmp_path / "calibration" / "train").glob("*/metrics.json"))
     assert len(runs) == 12 and all(json.loads(p.read_text())["test_acc"] is None for p in runs)
+    import shutil
+
     import kss.training
 
+    # another machine: the study's records (no checkpoints) at another path; nothing is trained again
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("checkpoints", "csv"))
     monkeypatch.setattr(kss.training.L.Trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     assert run_proxy(cfg, tmp_path)["budgets"][0]["val_acc"] == result["budgets"][0]["val_acc"]
+    again = run_proxy(cfg, moved)
+    assert [r["val_acc"] for r in again["budgets"]] == [r["val_acc"] for r in result["budgets"]]
