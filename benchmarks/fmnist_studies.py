@@ -229,14 +229,15 @@ def selection_summary(args, preset: dict) -> dict:
         if len(common) >= 2:
             pick = lambda row: [row["test_acc"][row["seeds"].index(s)] for s in common]  # noqa: E731
             diffs[name] = paired_difference(pick(a), pick(b))
-    return {"methods": rows, "minus_halving": diffs, "final_training": preset["final"],
+    return {"dataset": halving.get("dataset"), "kernel_set": halving.get("kernel_set"), "methods": rows,
+            "minus_halving": diffs, "final_training": preset["final"],
             "selection_cost": {"halving_training_epochs": halving["training_epochs"],
                                "halving_train_seconds": halving["search_seconds"],
                                "r_search_seconds": search["search_seconds"], "r_search_candidates": search["iters"]}}
 
 
 def selection_markdown(summary: dict) -> str:
-    lines = ["# Selection on Fashion-MNIST (set3): which architecture trains best?", "",
+    lines = [f"# Selection ({summary['dataset']}, {summary['kernel_set']}): which architecture trains best?", "",
              f"Each architecture trained with the same final budget ({' '.join(summary['final_training'])}) and the "
              "seeds listed; **test** accuracy (the selections saw only validation accuracy or nothing). Selection cost: "
              f"halving {summary['selection_cost']['halving_training_epochs']:.2f} training epochs "
