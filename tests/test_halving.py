@@ -317,3 +317,18 @@ def test_calibration_trains_for_real_and_resumes(compose_cfg, tmp_path, monkeypa
     assert run_proxy(cfg, tmp_path)["budgets"][0]["val_acc"] == result["budgets"][0]["val_acc"]
     again = run_proxy(cfg, moved)
     assert [r["val_acc"] for r in again["budgets"]] == [r["val_acc"] for r in result["budgets"]]
+
+
+def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
+    from kss.fidelity import budget_tag, check_budget_fits, check_budgets, epochs_and_fraction
+
+    assert epochs_and_fraction(0.111) == (1, 0.111) and epochs_and_fraction(1) == (1, 1.0)
+    assert epochs_and_fraction(3) == (3, 1.0) and epochs_and_fraction(1.5) == (2, 0.75)
+    assert budget_tag(1 / 3) == "e1_f0.3333" and budget_tag(3) == "e3_f1"
+    assert check_budgets([0.3, 1, 3], "b") == [0.3, 1.0, 3.0]
+    for bad in ([], [1, True], "1", [1, -2]):
+        with pytest.raises(KssError, match="b must be"):
+            check_budgets(bad, "b")
+    check_budget_fits(0.25, 4, "b")
+    with pytest.raises(KssError, match="less than one batch"):
+        check_budget_fits(0.2, 4, "b")
