@@ -332,3 +332,25 @@ def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
     check_budget_fits(0.25, 4, "b")
     with pytest.raises(KssError, match="less than one batch"):
         check_budget_fits(0.2, 4, "b")
+
+
+def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg, tmp_path, monkeypatch):
+    import kss.proxy
+
+    calls = []
+
+    def train_pick(cfg, out_dir, pick, seed, epochs):
+        calls.append((pick["kernel_set"], pick["index"], seed, epochs))
+        return 0.3 + 0.01 * pick["index"] + 0.001 * seed
+
+    monkeypatch.setattr(kss.proxy, "train_pick", train_pick)
+    overrides = [o for o in CALIBRATION if not o.startswith("proxy.")]
+    result = kss.proxy.run_proxy(compose_cfg(*overrides, "proxy.per_set=3", "proxy.seeds=3", "proxy.seed_archs=4",
+                                             "proxy.long_archs=0", "proxy.bootstrap=50", config_name="proxy"), tmp_path)
+    noisy = result["seed_noise"]
+    assert list(noisy)[:2] == ["top_scored", "median_scored"] and len(noisy) == 4
+    assert len({(n["kernel_set"], n["index"]) for n in noisy.values()}) == 4
+    assert all(n["seeds"] == [0, 1, 2] for n in noisy.values())
+    assert len(calls) == 6 + 4 * 2 and result["reliability"]["seeds"] == [3] * result["reliability"]["replicated"]
+    with pytest.raises(KssError, match="seed_archs must be >= 2"):
+        kss.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
