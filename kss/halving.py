@@ -87,6 +87,10 @@ def check_halving(cfg: DictConfig) -> HalvingSetup:
                            "or more, or fewer budgets")
     if cfg.dataset.get("val_size", 0) <= 0:
         raise KssError("search.strategy=halving ranks candidates on validation accuracy: pass dataset.val_size > 0")
+    cost_budgets = [f"budget.{name}" for name in ("max_energy_uj", "max_sops") if cfg.budget.get(name) is not None]
+    if cost_budgets:
+        raise KssError(f"search.strategy=halving applies budget.max_params only (its pool is not costed); drop "
+                       f"{' and '.join(cost_budgets)}, or prefilter a search that applied them (search.prefilter=...)")
     prefilter = search.get("prefilter")
     return HalvingSetup(pool=pool, eta=eta, budgets=budgets, prefilter=str(prefilter) if prefilter else None,
                         storage=search.get("storage"))

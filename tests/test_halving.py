@@ -145,11 +145,11 @@ def test_an_interruption_between_the_pruners_answer_and_its_record(compose_cfg, 
 
 def test_a_prefiltered_pool_is_the_top_r_of_a_search(compose_cfg, tmp_path, stub_training):
     search_dir = tmp_path / "search"
-    run_search(compose_cfg("iters=8"), search_dir)
+    run_search(compose_cfg("iters=5"), search_dir)
     records = [json.loads(line) for line in (search_dir / "candidates.jsonl").read_text().splitlines()]
-    top = sorted((r for r in records if r["status"] == "scored"), key=lambda r: -r["score"])[:4]
+    top = sorted((r for r in records if r["status"] == "scored"), key=lambda r: -r["score"])[:3]
     stub_training()
-    summary = run_search(halving_cfg(compose_cfg, "iters=8", "search.halving.pool=4", "search.halving.eta=2",
+    summary = run_search(halving_cfg(compose_cfg, "iters=5", "search.halving.pool=3", "search.halving.eta=2",
                                      "search.halving.budgets=[0.25,0.5]", f"search.prefilter={search_dir / 'search.json'}"),
                          tmp_path / "halving")
     assert summary["rungs"][0]["candidates"] == sorted(r["index"] for r in top)
@@ -167,6 +167,7 @@ def test_a_prefiltered_pool_is_the_top_r_of_a_search(compose_cfg, tmp_path, stub
     (["search.prefilter=/nonexistent/search.json"], "no candidates.jsonl there"),
     (["dataset.val_size=0"], "validation accuracy"),
     (["shards=2"], "does not shard"),
+    (["budget.max_sops=1e6"], "applies budget.max_params only"),
 ])
 def test_bad_halving_settings_are_one_line_and_write_nothing(compose_cfg, tmp_path, overrides, message, stub_training):
     calls = stub_training()
@@ -344,8 +345,8 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
         return 0.3 + 0.01 * pick["index"] + 0.001 * seed
 
     monkeypatch.setattr(kss.proxy, "train_pick", train_pick)
-    overrides = [o for o in CALIBRATION if not o.startswith("proxy.")]
-    result = kss.proxy.run_proxy(compose_cfg(*overrides, "proxy.per_set=3", "proxy.seeds=3", "proxy.seed_archs=4",
+    overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
+    result = kss.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3", "proxy.seed_archs=4",
                                              "proxy.long_archs=0", "proxy.bootstrap=50", config_name="proxy"), tmp_path)
     noisy = result["seed_noise"]
     assert list(noisy)[:2] == ["top_scored", "median_scored"] and len(noisy) == 4
