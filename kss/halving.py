@@ -20,7 +20,10 @@ the training-free score does not rank architectures.
   resumed search takes the same decisions.
 - **Resume**: trials run one after another. An interrupted trial stays RUNNING in the study and is continued
   (same trial, same reports); an interrupted training resumes from its checkpoint, a finished one is read
-  from its metrics.json. So a resumed search ends with the uninterrupted one's winner.
+  from its metrics.json. So a resumed search takes the uninterrupted one's decisions and ends with its
+  winner; the one exception is a training interrupted after its first epoch, which resumes from its last
+  epoch's checkpoint with a fresh data order (Lightning keeps no RNG state), so its accuracy, and a
+  decision that close, can differ.
 - **Output**: search.json in the usual contract (best_genotype, best_index, params, ...; best_score is the
   winner's R with a prefilter, else null) plus best_val_acc and the rungs; halving.md, a table of the rungs.
   `python train.py genotype=<run dir>/search.json` trains the winner; the test split was never looked at.

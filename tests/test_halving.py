@@ -222,6 +222,11 @@ def test_halving_trains_for_real_resumes_and_its_winner_trains_with_train_py(com
         run_search(halving_cfg(compose_cfg, *args), tmp_path / "halving")
     monkeypatch.setattr(kss.module.SpikingClassifier, "training_step", real)
     summary = run_search(halving_cfg(compose_cfg, *args), tmp_path / "halving")
+    whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")  # never interrupted: the same accuracies
+    def decisions(s):
+        return [(r["candidates"], r["val_acc"], r["promoted"]) for r in s["rungs"]]
+
+    assert decisions(summary) == decisions(whole) and summary["best_index"] == whole["best_index"]
     assert [len(r["candidates"]) for r in summary["rungs"]][0] == 2 and summary["study_trials"]["fail"] == 0
     runs = sorted((tmp_path / "halving" / "rungs").iterdir())
     for run in runs:
