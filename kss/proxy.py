@@ -319,7 +319,8 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         progress(f"{pick['kernel_set']} #{pick['index']}")
         rows.append(pick | {"val_acc": train_pick(cfg, out_dir, pick, cfg.seed, p.epochs)})
 
-    # Seed noise: the top-scored and the median-scored architecture, p.seeds training seeds each.
+    # Seed noise: the top-scored and the median-scored architecture (and proxy.seed_archs - 2 more, spread over
+    # the score range), p.seeds training seeds each.
     by_score = sorted(rows, key=lambda r: r["hamming"])
     seed_noise = {}
     noisy = [("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])]
