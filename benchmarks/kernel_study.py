@@ -7,6 +7,7 @@ trained network's energy per image side by side.
     # candidates, a training from its last checkpoint on the same machine)
     nohup setsid nice -n 19 python benchmarks/kernel_study.py run > outputs/kernel_study.log 2>&1 &
     python benchmarks/kernel_study.py summarise      # what has finished, into docs/results/fmnist_kernel_study/
+    python benchmarks/kernel_study.py save           # also the unfinished searches' candidates, to commit them
 
 Every finished search (candidates.jsonl, search.json, search_settings.json) and every finished training's
 metrics.json is copied into docs/results/fmnist_kernel_study/ as it finishes, and `run` restores them from
@@ -91,6 +92,17 @@ def run(args) -> None:
                 summarise(args)
 
 
+def save_all(args) -> None:
+    """Every search so far, finished or not (a search resumes from its candidates), and finished trainings."""
+    for where in sorted(args.out.glob("search_*")):
+        save(where, kept(args, where), SEARCH_FILES)
+        print(f"saved {where}", flush=True)
+    for where in sorted(args.out.glob("train_*")):
+        if (where / "metrics.json").exists():
+            save(where, kept(args, where), ("metrics.json",))
+    summarise(args)
+
+
 def save(src: Path, dst: Path, names) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -149,7 +161,7 @@ def summarise(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "summarise"])
+    parser.add_argument("what", choices=["run", "summarise", "save"])
     parser.add_argument("--sets", nargs="+", default=["set1", "set3", "set6"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iters", type=int, default=1000)
@@ -157,7 +169,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "long" / "kernel_study")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "fmnist_kernel_study")
     args = parser.parse_args()
-    {"run": run, "summarise": summarise}[args.what](args)
+    {"run": run, "summarise": summarise, "save": save_all}[args.what](args)
 
 
 if __name__ == "__main__":
