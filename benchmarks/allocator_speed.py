@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import candidate, convs_only_seconds, high_water_mb, make_images  # noqa: E402
 
-from kss.score import score_network  # noqa: E402
+from kss.search.score import score_network  # noqa: E402
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.genotype import load_genotype, sample_genotype  # noqa: E402
-from kss.network import ModelSpec, build_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
+from kss.space.genotype import load_genotype, sample_genotype  # noqa: E402
+from kss.space.network import ModelSpec, build_network  # noqa: E402
+from kss.space.neurons import NeuronSpec  # noqa: E402
 
 PRESETS = {  # Fashion-MNIST's shape; conf/model/{cpu,tiny}.yaml widths
     "cpu": dict(in_channels=1, image_size=28, num_classes=10, c1=16, c2=32, hidden=256, timesteps=4, dropout=0.2),

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.genotype import sample_genotype  # noqa: E402
-from kss.network import ModelSpec, build_network, scoring_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.score import score_network  # noqa: E402
-from kss.search import candidate_rngs  # noqa: E402
+from kss.space.genotype import sample_genotype  # noqa: E402
+from kss.space.network import ModelSpec, build_network, scoring_network  # noqa: E402
+from kss.space.neurons import NeuronSpec  # noqa: E402
+from kss.search.score import score_network  # noqa: E402
+from kss.search.loop import candidate_rngs  # noqa: E402
 
 WIDTHS = {  # SNASNet's networks (conf/model/snasnet_*.yaml), CIFAR-sized input
     "cifar10": dict(c1=128, c2=256, population=100, hidden=1024, num_classes=10),

@@ -3,7 +3,7 @@
     python benchmarks/param_ranges.py                 # 2000 sampled candidates per cell
     python benchmarks/param_ranges.py --samples 500 --cell-type backward
 
-Analytic counts (kss.params, Eq. 2) of candidates drawn exactly as the search draws them, with
+Analytic counts (kss.space.params, Eq. 2) of candidates drawn exactly as the search draws them, with
 each preset at its dataset's input (CIFAR 32x32x3, TinyImageNet 64x64x3); the floor is the smallest
 network the space can build.
 """
@@ -18,9 +18,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kss.config import KERNEL_SETS  # noqa: E402
-from kss.network import ModelSpec  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.params import count_params, param_range, smallest_genotype  # noqa: E402
+from kss.space.network import ModelSpec  # noqa: E402
+from kss.space.neurons import NeuronSpec  # noqa: E402
+from kss.space.params import count_params, param_range, smallest_genotype  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 PRESETS = {"snasnet_cifar10": (10, 32), "snasnet_cifar100": (100, 32), "snasnet_tinyimagenet": (200, 64),

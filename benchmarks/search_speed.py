@@ -7,7 +7,7 @@ Paths (the same candidates, weights, images and dropout masks):
 reference:  tests/reference_snasnet.py, SNASNet's forward as written (single-step neurons, a Python
             loop over timesteps, per-timestep BN, its K hook per LIF call).
 eager:      kss with score.fused=false: multi-step, no-grad LIF, one Gram product per layer.
-fused:      kss with score.fused=true: kss.fused's compiled LIF and pool (compiled in the warm-up).
+fused:      kss with score.fused=true: kss.space.fused's compiled LIF and pool (compiled in the warm-up).
 bf16:       fused under score.precision=bf16 (a bf16, channels-last copy of the network): not exact;
             its R is compared with fp32's.
 convs:      the candidate's convolutions alone, on the shapes and weights of the scoring forward;
@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss import fused  # noqa: E402
-from kss.genotype import sample_genotype  # noqa: E402
-from kss.network import ModelSpec, scoring_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.score import score_network  # noqa: E402
-from kss.search import candidate_rngs  # noqa: E402
+from kss.space import fused  # noqa: E402
+from kss.space.genotype import sample_genotype  # noqa: E402
+from kss.space.network import ModelSpec, scoring_network  # noqa: E402
+from kss.space.neurons import NeuronSpec  # noqa: E402
+from kss.search.score import score_network  # noqa: E402
+from kss.search.loop import candidate_rngs  # noqa: E402
 from tests.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips  # noqa: E402
 
 SIZES = {

@@ -9,8 +9,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kss.errors import KssError
-from kss.network import ModelSpec, check_kernels
-from kss.neurons import NeuronSpec
+from kss.space.network import ModelSpec, check_kernels
+from kss.space.neurons import NeuronSpec
 
 # The paper's kernel sets; set1 is SNASNet's.
 KERNEL_SETS = {
@@ -67,7 +67,7 @@ def data_split(cfg: DictConfig) -> dict:
 
 
 def data_module(cfg: DictConfig, batch_size: int | None = None):
-    from kss.data import KssDataModule
+    from kss.train.data import KssDataModule
 
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
     fields.pop("score_batch_size", None)  # the scoring batch the dataset brings (score.batch_size), not the loaders'
@@ -110,7 +110,7 @@ def budgets(cfg: DictConfig) -> dict:
 
 
 def cost_table(cfg: DictConfig):
-    from kss.cost import CostTable
+    from kss.space.cost import CostTable
 
     cost = cfg.get("cost") or {}
     return CostTable(**{k: cost[k] for k in ("e_mac_pj", "e_ac_pj", "state_bytes") if k in cost})

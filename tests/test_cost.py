@@ -4,12 +4,12 @@ import pytest
 import torch
 from spikingjelly.activation_based.op_counter import SimpleEnergyCostConfig
 
-from kss.cost import CostTable, measure_cost
+from kss.space.cost import CostTable, measure_cost
 from kss.errors import KssError
-from kss.genotype import Genotype, load_genotype
-from kss.network import ModelSpec, build_network
-from kss.neurons import NeuronSpec
-from kss.search import CANDIDATES, SUMMARY, run_search
+from kss.space.genotype import Genotype, load_genotype
+from kss.space.network import ModelSpec, build_network
+from kss.space.neurons import NeuronSpec
+from kss.search.loop import CANDIDATES, SUMMARY, run_search
 
 ONE_CONV = {"cell_type": "forward", "edges": {"0->1": "zero", "0->2": "zero", "1->2": "zero", "0->3": "conv3",
                                               "1->3": "zero", "2->3": "zero"}}

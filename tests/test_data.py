@@ -1,4 +1,4 @@
-"""Tests for kss.data. Real CIFAR is never downloaded: tiny files in the real on-disk format."""
+"""Tests for kss.train.data. Real CIFAR is never downloaded: tiny files in the real on-disk format."""
 import gzip
 import io
 import pickle
@@ -12,8 +12,8 @@ import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
 
-from kss import data as kd
-from kss.data import DATASETS, KssDataModule
+from kss.train import data as kd
+from kss.train.data import DATASETS, KssDataModule
 from kss.errors import KssError
 
 
@@ -345,10 +345,10 @@ def test_tiny_imagenet_missing_or_broken_is_one_line(tmp_path):
 
 def test_tiny_imagenet_composes_snasnets_network(compose_cfg, tmp_path):
     from kss.config import model_spec
-    from kss.genotype import sample_genotype
-    from kss.network import build_network
-    from kss.neurons import NeuronSpec
-    from kss.params import count_params
+    from kss.space.genotype import sample_genotype
+    from kss.space.network import build_network
+    from kss.space.neurons import NeuronSpec
+    from kss.space.params import count_params
 
     write_tiny_imagenet(tmp_path)
     cfg = compose_cfg("dataset=tinyimagenet", f"dataset.root={tmp_path}", "dataset.val_size=2", tiny=False)

@@ -4,7 +4,7 @@ With identical weights and input, kss's fast path (multi-step, channels-last, no
 per-step BN, one Gram product per layer) must give the reference's spikes in every layer
 and timestep, and the same R. This is the guard for every speed-up: run it against each
 fast path. No tolerance is needed in NCHW, the layout the search scores in
-(kss.network.scoring_network): convolutions and pooling give the same bits for a [T*B] call as
+(kss.space.network.scoring_network): convolutions and pooling give the same bits for a [T*B] call as
 for per-timestep calls. Channels-last (the training layout) does not: PyTorch's CPU kernels
 reduce BatchNorm statistics and some convolutions in another order, flipping ~1e-5 of the spikes
 (benchmarks/search_speed.py measured it), which is why the search does not use it.
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from kss import fused
-from kss.genotype import Genotype, load_genotype, sample_genotype
-from kss.network import ModelSpec, scoring_network
-from kss.neurons import NeuronSpec
-from kss.score import score_network
+from kss.space import fused
+from kss.space.genotype import Genotype, load_genotype, sample_genotype
+from kss.space.network import ModelSpec, scoring_network
+from kss.space.neurons import NeuronSpec
+from kss.search.score import score_network
 from tests.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips
 
 SPEC = dict(in_channels=1, image_size=16, num_classes=10, c1=6, c2=8, population=20, hidden=24, sap=2,
@@ -74,7 +74,7 @@ PATHS = [pytest.param("cpu", False, id="cpu-eager"), pytest.param("cpu", True, i
 @pytest.mark.parametrize("device, fused_blocks", PATHS)
 @pytest.mark.parametrize("genotype, kernels", genotypes())
 def test_spikes_and_score_equal_the_reference(genotype, kernels, device, fused_blocks):
-    """Every fast path of the scoring forward (kss.fused's compiled blocks; CUDA) gives the reference's bits."""
+    """Every fast path of the scoring forward (kss.space.fused's compiled blocks; CUDA) gives the reference's bits."""
     net, ref, pairs = build_pair(genotype, kernels)
     net, ref = net.to(device), ref.to(device)
     batches = [images(1).to(device), images(2).to(device)]
@@ -117,7 +117,7 @@ def test_repeats_carry_neuron_state_as_the_reference_does_and_independent_repeat
 
 def test_hamming_kernel_is_the_final_codes_scale():
     """K ~ N - 0.5 off the diagonal (the expected distance counted in neurons), not the first upload's ~N/2."""
-    from kss.score import hamming_kernel
+    from kss.search.score import hamming_kernel
 
     spikes = (torch.rand(1, 16, 4096, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     k = hamming_kernel(spikes)[0]
@@ -179,7 +179,7 @@ def test_dropout_mask_is_shared_across_timesteps_and_renewed_per_forward():
 @torch.no_grad()
 def test_fused_blocks_are_bitwise_the_eager_ops():
     """Membrane potentials too, not just spikes: a rewrite such as x * (1 / tau) for x / tau fails here."""
-    from kss.neurons import _lif_no_grad
+    from kss.space.neurons import _lif_no_grad
 
     x = torch.randn(3, 64, 8, 32, 32, generator=torch.Generator().manual_seed(0)) * 2
     for kwargs in (dict(tau=4.0 / 3.0), dict(rate=torch.tensor(0.75).sigmoid())):

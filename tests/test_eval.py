@@ -10,13 +10,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from kss.errors import KssError
-from kss.evaluate import EVAL, run_eval
-from kss.export import deployed, run_deployed, run_graph, to_nir
-from kss.genotype import Genotype, load_genotype, sample_genotype
-from kss.network import ModelSpec, build_network
-from kss.neurons import NeuronSpec
-from kss.quantize import Int8Weight, quantize_int8, quantize_weight, stored_bytes
-from kss.training import METRICS, run_train
+from kss.deploy.evaluate import EVAL, run_eval
+from kss.deploy.export import deployed, run_deployed, run_graph, to_nir
+from kss.space.genotype import Genotype, load_genotype, sample_genotype
+from kss.space.network import ModelSpec, build_network
+from kss.space.neurons import NeuronSpec
+from kss.deploy.quantize import Int8Weight, quantize_int8, quantize_weight, stored_bytes
+from kss.tasks.train import METRICS, run_train
 from tests.conftest import CONF, TINY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kss.errors import KssError
-from kss.genotype import (
+from kss.space.genotype import (
     BACKWARD_EDGES,
     FORWARD_EDGES,
     Genotype,

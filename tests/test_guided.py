@@ -1,4 +1,4 @@
-"""Guided search (kss.guided): Optuna's samplers on a study database, resumable, constrained, parallel."""
+"""Guided search (kss.search.guided): Optuna's samplers on a study database, resumable, constrained, parallel."""
 
 import json
 import shutil
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kss.guided as G
+import kss.search.guided as G
 from kss.errors import Interrupted, KssError
-from kss.genotype import NODES, draw_ops, prune
-from kss.search import CANDIDATES, SETTINGS, SUMMARY, run_search
+from kss.space.genotype import NODES, draw_ops, prune
+from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"search_seconds", "candidates_per_second", "host"}
@@ -50,7 +50,7 @@ def test_random_strategy_adds_no_key_and_keeps_snasnets_sampler(compose_cfg, tmp
     settings = json.loads((tmp_path / "default" / SETTINGS).read_text())
     assert not {"strategy", "storage", "population", "minimise"} & settings.keys()
     assert not (tmp_path / "default" / G.STUDY).exists()
-    # the genotypes of SNASNet's sampler for seed 0, as before kss.guided existed
+    # the genotypes of SNASNet's sampler for seed 0, as before kss.search.guided existed
     assert [r["genotype"]["edges"]["0->3"] for r in lines(tmp_path / "default")] == ["skip", "conv3", "skip"]
 
 

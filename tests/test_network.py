@@ -5,10 +5,10 @@ from spikingjelly.activation_based import functional
 
 from kss.config import KERNEL_SETS
 from kss.errors import KssError
-from kss.genotype import Genotype, load_genotype, sample_genotype
-from kss.network import ModelSpec, build_network
-from kss.neurons import NeuronSpec
-from kss.params import count_params, memory_bytes
+from kss.space.genotype import Genotype, load_genotype, sample_genotype
+from kss.space.network import ModelSpec, build_network
+from kss.space.neurons import NeuronSpec
+from kss.space.params import count_params, memory_bytes
 
 SPEC = dict(c1=4, c2=6, hidden=12, population=20, image_size=16, timesteps=2)
 
@@ -117,7 +117,7 @@ def test_per_step_batch_norm_writes_the_same_bits_in_place(layout, owns_input):
     """The no-grad path (each timestep's kernel writing its slice of one output, or of the input
     itself where the layer owns it) against the concatenating path, in both layouts a network
     runs in; running statistics too."""
-    from kss.network import SeqBatchNorm2d
+    from kss.space.network import SeqBatchNorm2d
 
     x = torch.randn(3, 4, 6, 5, 5, generator=torch.Generator().manual_seed(0))
     x = x.flatten(0, 1).contiguous(memory_format=layout).unflatten(0, (3, 4))
@@ -135,7 +135,7 @@ def test_per_step_batch_norm_writes_the_same_bits_in_place(layout, owns_input):
 
 def test_per_step_batch_norm_never_writes_into_a_time_constant_view():
     """An expanded input (one map for every timestep) must not be normalised step by step in place."""
-    from kss.network import SeqBatchNorm2d
+    from kss.space.network import SeqBatchNorm2d
 
     once = torch.randn(1, 4, 6, 5, 5, generator=torch.Generator().manual_seed(1))
     x = once.expand(3, -1, -1, -1, -1)

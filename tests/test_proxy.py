@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from kss.errors import KssError
-from kss.proxy import pick_spread, run_proxy
-from kss.stats import paired_difference, rank_correlations
+from kss.study.proxy import pick_spread, run_proxy
+from kss.study.stats import paired_difference, rank_correlations
 
 STUDY = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2", "iters=8",
          "dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=16", "kernel_sets=[set1,set3]",
@@ -76,9 +76,9 @@ def test_bad_study_input_is_one_line(compose_cfg, tmp_path, overrides, message):
 
 
 def test_a_search_with_no_scored_candidate_is_one_line(compose_cfg, tmp_path, monkeypatch):
-    import kss.search
+    import kss.search.loop
 
-    monkeypatch.setattr(kss.search, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
+    monkeypatch.setattr(kss.search.loop, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
     cfg = compose_cfg(*STUDY, config_name="proxy")
     with pytest.raises(KssError, match="no candidate could be scored") as info:
         run_proxy(cfg, tmp_path)
@@ -109,14 +109,14 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
         assert json.loads(metrics.read_text())["test_acc"] is None
 
     # a rerun trains nothing and scores nothing
-    import kss.proxy
-    import kss.training
+    import kss.study.proxy
+    import kss.tasks.train
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished study recomputed something")
 
-    monkeypatch.setattr(kss.training.L.Trainer, "fit", fail)
-    monkeypatch.setattr(kss.proxy, "evaluate_candidate", fail)
+    monkeypatch.setattr(kss.tasks.train.L.Trainer, "fit", fail)
+    monkeypatch.setattr(kss.study.proxy, "evaluate_candidate", fail)
     again = run_proxy(cfg, tmp_path)
     assert again["correlations"] == result["correlations"]
 
@@ -146,7 +146,7 @@ def synthetic_study(n=12, seed=3):
 
 
 def test_architectures_collapse_duplicates_and_merge_seeds():
-    from kss.proxy import architectures, conv_edges
+    from kss.study.proxy import architectures, conv_edges
 
     rows, noise = synthetic_study()
     archs = architectures(rows, noise, base_seed=0)
@@ -163,7 +163,7 @@ def test_architectures_collapse_duplicates_and_merge_seeds():
 
 
 def test_study_statistics_and_report(tmp_path):
-    from kss.proxy import study_statistics, summary_markdown, write_outputs
+    from kss.study.proxy import study_statistics, summary_markdown, write_outputs
 
     rows, noise = synthetic_study()
     stats = study_statistics(rows, noise, base_seed=0, long_epochs=3, resamples=50, seed=0)
@@ -193,7 +193,7 @@ def test_reanalyse_a_finished_study(tmp_path):
     import subprocess
     import sys
 
-    from kss.proxy import reanalyse, study_statistics, write_outputs
+    from kss.study.proxy import reanalyse, study_statistics, write_outputs
 
     rows, noise = synthetic_study()
     stats = study_statistics(rows, noise, base_seed=0, long_epochs=3, resamples=50, seed=0)
@@ -203,12 +203,12 @@ def test_reanalyse_a_finished_study(tmp_path):
     assert again["correlations"] == stats["correlations"] and again["reliability"] == stats["reliability"]
     assert (tmp_path / "stats_rerun.md").read_text().startswith("# a re-analysis\n")
     assert (tmp_path / "stats_rerun_regret.png").exists() and (tmp_path / "stats_rerun.json").exists()
-    missing = subprocess.run([sys.executable, "-m", "kss.proxy", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    missing = subprocess.run([sys.executable, "-m", "kss.study.proxy", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_the_wandb_run(compose_cfg, tmp_path):
-    from kss.proxy import log_to_wandb, study_statistics, write_outputs
+    from kss.study.proxy import log_to_wandb, study_statistics, write_outputs
 
     rows, noise = synthetic_study()
     result = {"settings": {"epochs": 1, "train_fraction": 1.0}, "seed_noise": noise,

@@ -29,10 +29,10 @@ import pytest
 import torch
 
 from kss.config import model_fields
-from kss.genotype import sample_genotype
-from kss.network import ModelSpec, scoring_network
-from kss.neurons import NeuronSpec
-from kss.score import score_network
+from kss.space.genotype import sample_genotype
+from kss.space.network import ModelSpec, scoring_network
+from kss.space.neurons import NeuronSpec
+from kss.search.score import score_network
 from tests.reference_snasnet import con_mat, load_from_kss, spike_flips
 
 FOLDER = os.environ.get("KSS_SNASNET_DIR")

@@ -7,10 +7,10 @@ from spikingjelly.activation_based import monitor
 from spikingjelly.activation_based.neuron import BaseNode
 
 from kss.errors import KssError
-from kss.genotype import sample_genotype
-from kss.network import ModelSpec, build_network
-from kss.neurons import NeuronSpec
-from kss.score import hamming_kernel, log_abs_det, mean_kernel, naswot_kernel, score_network
+from kss.space.genotype import sample_genotype
+from kss.space.network import ModelSpec, build_network
+from kss.space.neurons import NeuronSpec
+from kss.search.score import hamming_kernel, log_abs_det, mean_kernel, naswot_kernel, score_network
 
 
 def numpy_hamming(x: np.ndarray) -> np.ndarray:
@@ -118,8 +118,8 @@ def test_bf16_spikes_give_the_float32_kernel_exactly(kernel, batch):
 
 
 def test_bf16_scores_a_bf16_channels_last_copy_and_leaves_the_candidate_alone(monkeypatch):
-    from kss import score
-    from kss.score import prepared
+    from kss.search import score
+    from kss.search.score import prepared
 
     net = tiny_net(kind="plif")
     images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def test_bf16_scores_a_bf16_channels_last_copy_and_leaves_the_candidate_alone(mo
 
 def test_cuda_switches_hold_inside_the_scoring_context_only():
     """TF32 and cuDNN's autotuner are flags; set for the score on a CUDA device, restored after."""
-    from kss.score import arithmetic
+    from kss.search.score import arithmetic
 
     flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,  # noqa: E731
                      torch.backends.cudnn.benchmark)
@@ -155,8 +155,8 @@ def test_cuda_switches_hold_inside_the_scoring_context_only():
 
 
 def test_layout_is_a_copy_of_the_candidate_in_that_layout():
-    from kss.network import scoring_network
-    from kss.score import prepared
+    from kss.space.network import scoring_network
+    from kss.search.score import prepared
 
     torch.manual_seed(0)
     g = sample_genotype(np.random.default_rng(4), [1, 3], "forward")

@@ -1,4 +1,4 @@
-"""Sharded search (kss.shards): shards=N shard=K split one search; merged, it is the unsharded search."""
+"""Sharded search (kss.search.shards): shards=N shard=K split one search; merged, it is the unsharded search."""
 
 import json
 import shlex
@@ -10,8 +10,8 @@ import pytest
 
 from kss.errors import Interrupted, KssError
 from kss.runlock import run_lock
-from kss.search import CANDIDATES, SETTINGS, SUMMARY, run_search
-from kss.shards import check_sharding, shard_candidates, shard_lock, shard_summary
+from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
+from kss.search.shards import check_sharding, shard_candidates, shard_lock, shard_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"search_seconds", "candidates_per_second", "host"}  # what may differ between two runs of one search
@@ -165,10 +165,10 @@ def test_one_shard_is_the_unsharded_search(compose_cfg, tmp_path):
 
 
 def test_the_merged_search_is_logged_to_wandb_once(compose_cfg, tmp_path, monkeypatch):
-    import kss.search
+    import kss.search.loop
 
     logged = []
-    monkeypatch.setattr(kss.search, "log_to_wandb", lambda cfg, out_dir, summary: logged.append(summary))
+    monkeypatch.setattr(kss.search.loop, "log_to_wandb", lambda cfg, out_dir, summary: logged.append(summary))
     for shard in (0, 1, 2, 2):  # the last shard twice: its rerun only reports
         run_shard(compose_cfg, tmp_path, shard, 3, 7, "wandb.mode=offline")
         assert len(logged) == (0 if shard < 2 else 1)
@@ -186,8 +186,8 @@ def test_the_merged_summary_names_where_the_shards_ran(compose_cfg, tmp_path):
 
 @pytest.mark.parametrize("script", ["train", "proxy"])
 def test_train_and_proxy_refuse_shards(compose_cfg, tmp_path, script):
-    from kss.proxy import run_proxy
-    from kss.training import run_train
+    from kss.study.proxy import run_proxy
+    from kss.tasks.train import run_train
 
     run = {"train": run_train, "proxy": run_proxy}[script]
     with pytest.raises(KssError, match=rf"^{script}\.py does not shard its search .*search.py.*genotype=") as info:

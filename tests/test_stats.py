@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.special import ndtr, ndtri
 
 from kss.errors import KssError
-from kss.stats import (attenuation_ceiling, averaged_reliability, bca_interval, collapse_duplicates, partial_kendall,
+from kss.study.stats import (attenuation_ceiling, averaged_reliability, bca_interval, collapse_duplicates, partial_kendall,
                        partial_tau, random_regret, rank_correlations, regret_curve, reliability, tau_difference)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kss.analysis import BASELINE, PLAN, aggregate, analyse, collect, pareto_front
+from kss.study.analysis import BASELINE, PLAN, aggregate, analyse, collect, pareto_front
 from kss.errors import KssError
-from kss.sweep import plan, run_sweep
+from kss.study.sweep import plan, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,15 +143,15 @@ def test_search_only_sweeps_rank_by_score(tmp_path):
 
 
 def test_plot_panels_have_their_own_letters_and_the_pareto_front_a_visible_legend_entry(tmp_path, monkeypatch):
-    import kss.plots
+    import kss.study.plots
 
     for k, acc in [(1, 0.7), (3, 0.8)]:
         job = write_job(tmp_path, [k, k + 2], 1000, 0, acc=acc, params=1000 * k)
         (job / "csv" / "version_0").mkdir(parents=True)
         (job / "csv" / "version_0" / "metrics.csv").write_text("epoch,val/acc\n0,0.5\n1,0.6\n")
     figures = {}
-    real = kss.plots._save
-    monkeypatch.setattr(kss.plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and real(fig, path))
+    real = kss.study.plots._save
+    monkeypatch.setattr(kss.study.plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and real(fig, path))
     analyse(tmp_path)
     titles = [ax.get_title() for fig in figures.values() for ax in fig.axes]
     letters = [t.split(")")[0] + ")" for t in titles if t.startswith("(")]
@@ -283,7 +283,7 @@ def test_a_failing_job_is_reported_and_the_others_still_run(compose_cfg, tmp_pat
 
 
 def test_summary_table_goes_to_wandb_offline(compose_cfg, tmp_path):
-    from kss.sweep import log_summary_to_wandb
+    from kss.study.sweep import log_summary_to_wandb
 
     write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
     write_job(tmp_path, [3, 5], 1000, 0, acc=0.9)

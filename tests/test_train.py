@@ -8,9 +8,9 @@ import torch
 
 from kss import config as C
 from kss.errors import KssError
-from kss.module import SpikingClassifier
-from kss.search import SUMMARY, run_search
-from kss.training import CHECKPOINTS, METRICS, run_train
+from kss.train.module import SpikingClassifier
+from kss.search.loop import SUMMARY, run_search
+from kss.tasks.train import CHECKPOINTS, METRICS, run_train
 
 TRAIN = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2",
          "iters=2", "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32"]
@@ -67,14 +67,14 @@ def test_weight_decay_is_really_applied(train_cfg, tmp_path):
     module = SpikingClassifier(
         model={**C.model_spec(cfg, C.data_module(cfg)).__dict__}, neuron=dict(cfg.neuron),
         optimizer=dict(cfg.optimizer), scheduler=None,
-        genotype=__import__("kss.genotype", fromlist=["x"]).load_genotype("snasnet_cifar10").to_json())
+        genotype=__import__("kss.space.genotype", fromlist=["x"]).load_genotype("snasnet_cifar10").to_json())
     optimizer = module.configure_optimizers()
     assert optimizer.param_groups[0]["weight_decay"] == 5e-4 and optimizer.param_groups[0]["momentum"] == 0.9
 
 
 def small_module(seed=0) -> tuple[SpikingClassifier, torch.utils.data.DataLoader]:
-    from kss.data import KssDataModule
-    from kss.genotype import load_genotype
+    from kss.train.data import KssDataModule
+    from kss.space.genotype import load_genotype
 
     torch.manual_seed(seed)
     data = KssDataModule("synthetic", batch_size=16, train_size=64, test_size=16, seed=seed, image_size=16)
@@ -151,7 +151,7 @@ def test_settings_that_change_the_result_are_never_mixed_into_a_run(train_cfg, t
 
 def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
     from kss import config as C
-    from kss.search import search, setup_from_config
+    from kss.search.loop import search, setup_from_config
 
     cfg = compose_cfg("iters=3")
     data = C.data_module(cfg)
@@ -357,7 +357,7 @@ def test_logger_presets(compose_cfg, logger, wandb_mode, tensorboard):
 
 
 def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
-    from kss.training import optional_callbacks
+    from kss.tasks.train import optional_callbacks
 
     cfg = train_cfg("callbacks=early_stopping", "logger=csv", "progress=true")
     names = sorted(type(c).__name__ for c in optional_callbacks(cfg))
@@ -372,8 +372,8 @@ def test_callback_presets_run_and_kss_keeps_its_own(train_cfg, tmp_path):
 def test_compile_switch_compiles_the_network_in_place(train_cfg):
     from dataclasses import asdict
 
-    from kss.genotype import load_genotype
-    from kss.training import run_settings
+    from kss.space.genotype import load_genotype
+    from kss.tasks.train import run_settings
 
     cfg = train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "model.compile=true")
     data = C.data_module(cfg)

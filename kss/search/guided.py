@@ -15,7 +15,7 @@
   random state in the process, so this is what makes a resumed search ask what an uninterrupted one would.
 - Budgets are Optuna constraints (Trial.set_constraint): over-budget trials are scored, recorded with status
   over_budget, and only feasible trials can win.
-- `shards=N shard=K`: N workers on one study, worker K filling the indices i with i mod N == K (kss.shards
+- `shards=N shard=K`: N workers on one study, worker K filling the indices i with i mod N == K (kss.search.shards
   merges their files as for a random search); which trials each one asks then depends on timing.
 """
 
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from kss.errors import KssError
-from kss.genotype import FORWARD_EDGES, NODES, Genotype, op_names, prune
+from kss.space.genotype import FORWARD_EDGES, NODES, Genotype, op_names, prune
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +192,13 @@ def fail_stale(study, worker: int, workers: int) -> int:
 
 def score_trials(setup, batches: list, device, progress: bool, records: list, candidates_path: Path,
                  indices: range | None = None, label: str = "") -> None:
-    """The guided counterpart of kss.search._score_candidates: one trial per index in `indices` from the
+    """The guided counterpart of kss.search.loop._score_candidates: one trial per index in `indices` from the
     len(records)-th on, each line appended to `candidates_path` once the study holds it."""
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
 
     from kss import config as C
-    from kss.search import (_interruptible, _say_how_long, candidate_rngs, check_precision, evaluate_candidate,
+    from kss.search.loop import (_interruptible, _say_how_long, candidate_rngs, check_precision, evaluate_candidate,
                             record_settings, use_fused)
 
     indices = range(setup.iters) if indices is None else indices
@@ -220,7 +220,7 @@ def score_trials(setup, batches: list, device, progress: bool, records: list, ca
                        f"{shown(storage_url(setup, out_dir))} only {len(mine)}; pass the search.storage it ran with, "
                        "or move the run directory away to start afresh")
     if len(mine) > len(records):  # lines the interruption did not write: the study has them
-        from kss.shards import write_lines
+        from kss.search.shards import write_lines
 
         write_lines(candidates_path, mine)
         records[:] = mine

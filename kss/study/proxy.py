@@ -1,22 +1,22 @@
 """The proxy study behind `proxy.py`: does a higher R at initialisation mean a more accurate SNN?
 
-For each kernel set: search (or resume) with kss.search, pick `per_set` candidates spread evenly
+For each kernel set: search (or resume) with kss.search.loop, pick `per_set` candidates spread evenly
 over the score range (score quantiles; the lowest and the best included), score them with the
 other proxies (NASWOT's R, parameter count, a random number as the floor), then train every pick
-with kss.training under one fixed budget (same data order and seed) and compare proxies with
+with kss.tasks.train under one fixed budget (same data order and seed) and compare proxies with
 **validation** accuracy. Also: the top-scored and the median architecture retrained with more
 seeds (the noise every correlation is read against), and a subset retrained with a longer budget
 (does the ranking change with training length?).
 
-Every step is resumable: searches resume, finished trainings are reported by kss.training, and
+Every step is resumable: searches resume, finished trainings are reported by kss.tasks.train, and
 the proxies of the picks are kept in picks.json.
 
-The report (kss.stats does the math): picks with the same genotype are collapsed into one
+The report (kss.study.stats does the math): picks with the same genotype are collapsed into one
 architecture first; every tau comes with its BCa interval, scipy's p-value and n; the pooled group
 adds each proxy's partial tau given params and given the number of conv edges and the paired
 difference tau(proxy) - tau(params); the single-run reliability (from the seed-noise runs) and the
 ceiling it puts on any tau; best-of-k regret curves against random selection (proxy_regret.png).
-`python -m kss.proxy DIR` recomputes all of it from a finished study's proxy.csv and proxy.json.
+`python -m kss.study.proxy DIR` recomputes all of it from a finished study's proxy.csv and proxy.json.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from omegaconf import DictConfig
 from kss import config as C
 from kss.cli import checked
 from kss.errors import KssError
-from kss.genotype import Genotype, conv_kernel
-from kss.search import (CANDIDATES, check_batch_fits, evaluate_candidate, read_candidates, search, setup_from_config,
+from kss.space.genotype import Genotype, conv_kernel
+from kss.search.loop import (CANDIDATES, check_batch_fits, evaluate_candidate, read_candidates, search, setup_from_config,
                         write_json)
-from kss.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
+from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
                        random_regret, rank_correlations, regret_curve, reliability, tau_difference)
-from kss.sweep import resolve_kernel_sets
-from kss.training import run_train
+from kss.study.sweep import resolve_kernel_sets
+from kss.tasks.train import run_train
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def pick_spread(records: list[dict], n: int) -> list[dict]:
 
 
 def check_study(cfg: DictConfig, kernel_sets: list) -> None:
-    from kss.shards import refuse_shards
+    from kss.search.shards import refuse_shards
 
     refuse_shards(cfg, "proxy.py")
     p = cfg.proxy
@@ -117,7 +117,7 @@ def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> 
 
 
 def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> float | None:
-    """Validation accuracy of one pick after a fixed budget (kss.training; resumable)."""
+    """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable)."""
     tag = f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
     genotype_file = out_dir / "genotypes" / f"{tag}.json"
     genotype_file.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def correlations(archs: list[dict], accuracy_key: str, resamples: int, seed: int
 
 
 def study_reliability(archs: list[dict], resamples: int, seed: int) -> dict | None:
-    """Single-run reliability of the study's accuracies (kss.stats.reliability), the reliability of the
+    """Single-run reliability of the study's accuracies (kss.study.stats.reliability), the reliability of the
     accuracies as used (seed means where there are more seeds), per group, and the tau/rho ceiling it
     puts on any proxy. The seed variance is pooled over every replicated architecture; each group's
     total variance is its own. None when no architecture has two seeds."""
@@ -233,7 +233,7 @@ def study_reliability(archs: list[dict], resamples: int, seed: int) -> dict | No
 
 
 def regret_curves(archs: list[dict], key: str = "val_acc") -> dict:
-    """Best-of-k regret for k = 1..n of every proxy and of random selection (kss.stats.regret_curve)."""
+    """Best-of-k regret for k = 1..n of every proxy and of random selection (kss.study.stats.regret_curve)."""
     done = _usable(archs, key)
     curves = {"k": list(range(1, len(done) + 1)), "random_selection": random_regret([a[key] for a in done]).tolist()}
     for proxy in PROXIES:
@@ -355,7 +355,7 @@ def write_outputs(out_dir: Path, rows: list[dict], result: dict) -> None:
             writer.writerow({**row, "kernels": json.dumps(row["kernels"]), "genotype": json.dumps(row["genotype"])})
     write_json(out_dir / "proxy.json", result)
     (out_dir / "proxy.md").write_text(summary_markdown(result))
-    from kss.plots import plot_proxy, plot_regret
+    from kss.study.plots import plot_proxy, plot_regret
 
     plot_proxy(out_dir, rows, result)
     plot_regret(out_dir / "proxy_regret.png", result["regret_curves"], _budget_text(result["settings"]))
@@ -384,11 +384,11 @@ def reanalyse(directory: str | Path, name: str = "stats_rerun", resamples: int =
     result = {"settings": settings | {"bootstrap": resamples},
               **study_statistics(rows, saved.get("seed_noise", {}), seed, settings["long_epochs"], resamples, seed),
               "seed_noise": saved.get("seed_noise", {})}
-    title = title or (f"Re-analysis of {directory / 'proxy.csv'} with kss.stats: the study's own budgets, proxies and "
+    title = title or (f"Re-analysis of {directory / 'proxy.csv'} with kss.study.stats: the study's own budgets, proxies and "
                       "accuracies as committed; nothing retrained or rescored.")
     write_json(directory / f"{name}.json", result)
     (directory / f"{name}.md").write_text(f"# {title}\n\n" + summary_markdown(result, regret_png=f"{name}_regret.png"))
-    from kss.plots import plot_regret
+    from kss.study.plots import plot_regret
 
     plot_regret(directory / f"{name}_regret.png", result["regret_curves"], _budget_text(settings))
     return result
@@ -437,7 +437,7 @@ def summary_markdown(result: dict, regret_png: str = "proxy_regret.png") -> str:
                   f"{100 * math.sqrt(rel['total_var']):.1f} points. Even a perfect proxy would show at most "
                   f"tau = (2/pi) asin(sqrt(reliability)) = {_num(c['tau'])} (rho {_num(c['rho'])}) here "
                   "(Spearman's attenuation with the normal tau-r relation; an approximation, see "
-                  "kss.stats.attenuation_ceiling). The last column uses each group's own spread and the accuracies "
+                  "kss.study.stats.attenuation_ceiling). The last column uses each group's own spread and the accuracies "
                   "as used (seed means where there are more seeds).", ""]
     lines += ["| group | proxy | n | Kendall tau [95% BCa] | p | Spearman rho [95% BCa] | p | reliability -> tau ceiling |",
               "|---|---|---|---|---|---|---|---|"]
@@ -516,7 +516,7 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict], result: dict)
         run.finish()
 
 
-if __name__ == "__main__":  # python -m kss.proxy DIR: recompute a finished study's statistics
+if __name__ == "__main__":  # python -m kss.study.proxy DIR: recompute a finished study's statistics
     import argparse
     import sys
 
@@ -529,5 +529,5 @@ if __name__ == "__main__":  # python -m kss.proxy DIR: recompute a finished stud
     try:
         reanalyse(args.directory, args.name, args.resamples, args.title)
     except (KssError, OSError) as error:
-        print(f"kss.proxy: {error}", file=sys.stderr)
+        print(f"kss.study.proxy: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,7 +7,7 @@ Outputs in the run directory (the contract sweeps and dashboards read):
   resumes only a search with the same settings.
 
 Candidate i is drawn and initialised from seeds derived from (seed, i) alone, so a resumed
-search ends exactly where an uninterrupted one would, and a sharded one (kss.shards: shards=N
+search ends exactly where an uninterrupted one would, and a sharded one (kss.search.shards: shards=N
 shard=K) where an unsharded one would.
 """
 
@@ -29,14 +29,14 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from kss import config as C
-from kss.cost import COST_KEYS, CostTable, candidate_figures, cost_table_record, measure_cost
+from kss.space.cost import COST_KEYS, CostTable, candidate_figures, cost_table_record, measure_cost
 from kss.errors import Interrupted, KssError
-from kss.genotype import Genotype, sample_genotype
-from kss.network import ModelSpec, scoring_network
-from kss.neurons import NeuronSpec
-from kss.params import check_budget_reachable, count_params, memory_bytes
+from kss.space.genotype import Genotype, sample_genotype
+from kss.space.network import ModelSpec, scoring_network
+from kss.space.neurons import NeuronSpec
+from kss.space.params import check_budget_reachable, count_params, memory_bytes
 from kss.runlock import run_lock
-from kss.score import KERNELS, SCORE_VERSION, check_precision, memory_format, score_network
+from kss.search.score import KERNELS, SCORE_VERSION, check_precision, memory_format, score_network
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,12 @@ class SearchSetup:
     cudnn_benchmark: bool = False  # score.cudnn_benchmark: cuDNN's autotuner (CUDA)
     fused: bool | str = "auto"  # score.fused: compiled LIF/pool blocks; the same bits, so not a setting
     allocator: str = "keep_freed"  # score.allocator: glibc keeps freed memory while scoring; same bits, not a setting
-    shards: int = 1  # how many processes split the candidates (kss.shards); 1: one process scores them all
+    shards: int = 1  # how many processes split the candidates (kss.search.shards); 1: one process scores them all
     max_energy_uj: float | None = None  # filtered after scoring: the cost needs a forward pass
     max_sops: float | None = None
     cost_every: bool = False  # cost every scored candidate (always, when an energy or SOP budget is set)
     cost: CostTable = field(default_factory=CostTable)
-    strategy: str = "random"  # search.strategy: random (SNASNet's sampler) | tpe | evolution | pareto (kss.guided)
+    strategy: str = "random"  # search.strategy: random (SNASNet's sampler) | tpe | evolution | pareto (kss.search.guided)
     storage: str | None = None  # search.storage (guided): None = sqlite in the run dir; any SQLAlchemy URL; memory
     population: int = 20  # search.population: evolution's population size
     minimise: str | None = "params"  # search.minimise: pareto's second objective (params | energy_uj | sops)
@@ -100,7 +100,7 @@ class SearchSetup:
             C.check_budget(getattr(self, name), name)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
-        from kss.guided import check_strategy
+        from kss.search.guided import check_strategy
 
         check_strategy(self)
 
@@ -394,7 +394,7 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
         "host": platform.node(),
     }
     if setup.strategy != "random":  # no new key in a random search's search.json
-        from kss.guided import summary_fields
+        from kss.search.guided import summary_fields
 
         summary |= summary_fields(setup, records)
     return summary
@@ -428,10 +428,10 @@ def _search(setup: SearchSetup, data, out_dir: Path, device, progress: bool) -> 
 
 
 def scorer(setup: SearchSetup):
-    """What scores the remaining candidates: _score_candidates (random) or kss.guided's trial loop."""
+    """What scores the remaining candidates: _score_candidates (random) or kss.search.guided's trial loop."""
     if setup.strategy == "random":
         return _score_candidates
-    from kss.guided import score_trials
+    from kss.search.guided import score_trials
 
     return score_trials
 
@@ -541,7 +541,7 @@ def check_batch_fits(setup: SearchSetup, data) -> None:
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `search.py`: config in, search.json's content out (a shard's own summary
     while other shards of its search are still to run)."""
-    from kss import shards as S
+    from kss.search import shards as S
     from kss.cli import checked
 
     shards, shard = S.check_sharding(cfg)  # before any work: a refused command leaves nothing behind

@@ -89,7 +89,7 @@ def membrane(x_seq: torch.Tensor, v) -> torch.Tensor:
 
 
 def lif(x_seq: torch.Tensor, v, v_threshold: float, v_reset: float, tau=None, rate=None):
-    """(spikes [T, ...], v after the last step), as kss.neurons._lif_no_grad computes them."""
+    """(spikes [T, ...], v after the last step), as kss.space.neurons._lif_no_grad computes them."""
     v = membrane(x_seq, v)
     spikes = torch.empty_like(x_seq)
     tau = None if tau is None else float(tau)

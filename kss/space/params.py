@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from kss.errors import KssError
-from kss.genotype import NODES, Genotype, conv_kernel, sample_genotype
-from kss.network import ModelSpec
-from kss.neurons import NeuronSpec
+from kss.space.genotype import NODES, Genotype, conv_kernel, sample_genotype
+from kss.space.network import ModelSpec
+from kss.space.neurons import NeuronSpec
 
 
 def param_breakdown(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> dict[str, int]:
@@ -72,7 +72,7 @@ def parts_formula(name: str, spec: ModelSpec) -> str:
     if name == "classifier's first Linear":
         side = spec.cell2_size // spec.sap
         return f"{spec.c2} ch x {side}x{side} x {spec.hidden}"
-    return "see kss.params.param_breakdown"
+    return "see kss.space.params.param_breakdown"
 
 
 def param_range(spec: ModelSpec, neuron: NeuronSpec, kernels: Sequence[int], samples: int = 2000,

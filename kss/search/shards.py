@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from kss.errors import KssError
 from kss.runlock import is_held, run_lock
-from kss.search import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _winner_cost, check_settings, is_finished,
+from kss.search.loop import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _winner_cost, check_settings, is_finished,
                         read_candidates, report_best, scorer, summarize, write_json)
 
 log = logging.getLogger(__name__)

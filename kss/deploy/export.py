@@ -26,8 +26,8 @@ from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
 from kss.errors import KssError
-from kss.neurons import PLIF
-from kss.quantize import Int8Weight
+from kss.space.neurons import PLIF
+from kss.deploy.quantize import Int8Weight
 
 FORMATS = ("nir",)
 DT = 1e-4  # seconds per timestep in the graph (spikingjelly's and most NIR tools' default)

@@ -20,7 +20,7 @@ from spikingjelly.activation_based import functional, monitor
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
-from kss import fused
+from kss.space import fused
 from kss.errors import KssError
 
 KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -158,7 +158,7 @@ def arithmetic(precision: str, device: torch.device, cudnn_benchmark: bool = Fal
 
 
 def memory_format(precision: str, layout: str = "auto") -> torch.memory_format | None:
-    """The layout to score in; None: the network's own (kss.network.scoring_network builds NCHW, the
+    """The layout to score in; None: the network's own (kss.space.network.scoring_network builds NCHW, the
     reference's layout, in which CPU kernels reduce sums in its order). auto: channels-last for
     bf16, where oneDNN's convolutions are faster so; the network's own otherwise."""
     if layout == "auto":
@@ -170,7 +170,7 @@ def prepared(net: nn.Module, batches: list[torch.Tensor], precision: str, layout
     """The network and images a score runs on; the candidate itself is left untouched.
 
     bf16: a bfloat16 copy. Spikes (0/1) are exact in bf16 and K is computed in float32; weights,
-    currents and BN are bf16, membranes stay float32 (kss.neurons). Casting the network once beats
+    currents and BN are bf16, membranes stay float32 (kss.space.neurons). Casting the network once beats
     autocast, which casts every layer's input on every call (benchmarks/search_speed.py).
     layout: see `memory_format`; a copy where it differs from the network's."""
     fmt = memory_format(precision, layout)
@@ -200,7 +200,7 @@ def score_network(net: nn.Module, batches: list[torch.Tensor], kind: str = "hamm
     carry_state: each repeat starts from the membranes and dropout masks the previous one left, as
     SNASNet's final code does (nothing resets them between its repeats); False: every repeat
     starts from rest with fresh masks (its first upload). The first repeat always starts from rest.
-    fused_blocks: run LIF and pooling through kss.fused's compiled blocks (same bits, faster on CPU).
+    fused_blocks: run LIF and pooling through kss.space.fused's compiled blocks (same bits, faster on CPU).
     precision, layout, cudnn_benchmark: see `arithmetic` and `prepared`; only fp32 in NCHW without
     cudnn_benchmark is the reference's to the bit.
     """

@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
 from kss.errors import Interrupted, KssError
-from kss.genotype import Genotype, check_fits, load_genotype
-from kss.module import SpikingClassifier
-from kss.params import count_params, memory_bytes
+from kss.space.genotype import Genotype, check_fits, load_genotype
+from kss.train.module import SpikingClassifier
+from kss.space.params import count_params, memory_bytes
 from kss.runlock import run_lock
 from kss.cli import checked
-from kss.search import SUMMARY, SearchSetup, check_batch_fits, search, setup_from_config, write_json
+from kss.search.loop import SUMMARY, SearchSetup, check_batch_fits, search, setup_from_config, write_json
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
@@ -204,12 +204,12 @@ def finish_wandb() -> None:
 
 def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
-    from kss.shards import refuse_shards
+    from kss.search.shards import refuse_shards
 
     refuse_shards(cfg, "train.py")  # it would train the best of one shard's candidates
     out_dir = Path(out_dir or C.run_dir())
     if cfg.get("search_only"):
-        from kss.search import run_search
+        from kss.search.loop import run_search
 
         return run_search(cfg, out_dir)
     check_training_config(cfg)
@@ -305,7 +305,7 @@ def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
     (plus one untimed warm-up step); validation is not counted."""
     import numpy as np
 
-    from kss.genotype import sample_genotype
+    from kss.space.genotype import sample_genotype
 
     _, kernels = C.kernel_set(cfg)
     spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
@@ -332,8 +332,8 @@ def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
 
 
 def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
-    """Cost per image (kss.cost) of the trained network on the first `cost.images` test images."""
-    from kss.cost import first_images, measure_cost
+    """Cost per image (kss.space.cost) of the trained network on the first `cost.images` test images."""
+    from kss.space.cost import first_images, measure_cost
 
     data.setup("test")
     return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from kss.cli import FAILED
 from kss.config import BUDGETS, check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
-from kss.params import memory_bytes
-from kss.stats import paired_difference
+from kss.space.params import memory_bytes
+from kss.study.stats import paired_difference
 
 PLAN = "sweep_plan.json"
 BASELINE = "1x1_3x3_5000x"  # SNASNet: kernel set (1, 3), 5000 iterations
@@ -45,13 +45,13 @@ class Job:
     checkpoint: str | None = None
     genotype_file: str | None = None
     error: str | None = None
-    # cost per image (kss.cost): the trained network's on test images, else the search winner's at init
+    # cost per image (kss.space.cost): the trained network's on test images, else the search winner's at init
     energy_uj: float | None = None
     sops: float | None = None
     firing_rate: float | None = None
     neuron_state_bytes: int | None = None
     cost_source: str | None = None  # "test" (trained) or "search" (at initialisation)
-    strategy: str = "random"  # search.strategy (kss.guided): a guided job's setting is named <tag>_<strategy>
+    strategy: str = "random"  # search.strategy (kss.search.guided): a guided job's setting is named <tag>_<strategy>
     best_so_far: list | None = field(default=None, repr=False)  # best feasible R after each candidate
 
     @property
@@ -180,8 +180,8 @@ class Setting:
     test_acc_std: float | None = None
     best_val_acc_mean: float | None = None
     best_val_acc_std: float | None = None
-    vs_set1: dict | None = None  # paired by seed against kernel set (1, 3) at the same iters (kss.stats)
-    energy_uj_mean: float | None = None  # per image (kss.cost)
+    vs_set1: dict | None = None  # paired by seed against kernel set (1, 3) at the same iters (kss.study.stats)
+    energy_uj_mean: float | None = None  # per image (kss.space.cost)
     energy_uj_max: float | None = None
     sops_mean: float | None = None
     sops_max: float | None = None
@@ -419,7 +419,7 @@ def analyse(root: str | Path, max_params: float | None = None, plots: bool = Tru
     write_tables(root, jobs, rows, selection)
     written = []
     if plots:
-        from kss.plots import plot_all
+        from kss.study.plots import plot_all
 
         written = plot_all(root, jobs, rows, selection, pareto_front(rows))
     return {"jobs": jobs, "settings": rows, "selection": selection, "plots": written}

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 from torch import nn
 
-from kss import fused
+from kss.space import fused
 from kss.errors import KssError
-from kss.genotype import NODES, Genotype, conv_kernel
-from kss.neurons import NeuronSpec
+from kss.space.genotype import NODES, Genotype, conv_kernel
+from kss.space.neurons import NeuronSpec
 
 
 @dataclass
@@ -295,7 +295,7 @@ class SNASNet(nn.Module):
         """[B, C, H, W] images -> [B, classes] logits (population vote averaged over time).
 
         reset=False starts from the membranes and dropout mask the last forward left (SNASNet's
-        scoring repeats, kss.score); a backward cell's feedback starts from zero either way."""
+        scoring repeats, kss.search.score); a backward cell's feedback starts from zero either way."""
         if reset:
             functional.reset_net(self)  # no neuron state survives from a previous batch
         x = self.stem(images.contiguous(memory_format=self.memory_format))  # direct encoding: the same analog input at every timestep

@@ -16,9 +16,9 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from kss.errors import KssError
-from kss.genotype import Genotype
-from kss.network import ModelSpec, build_network
-from kss.neurons import NeuronSpec
+from kss.space.genotype import Genotype
+from kss.space.network import ModelSpec, build_network
+from kss.space.neurons import NeuronSpec
 
 
 class SpikingClassifier(L.LightningModule):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from kss import fused
+from kss.space import fused
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 

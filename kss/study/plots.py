@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kss.analysis import QUALITY_LABELS, Job, Setting, quality, quality_std  # noqa: E402
+from kss.study.analysis import QUALITY_LABELS, Job, Setting, quality, quality_std  # noqa: E402
 
 
 def epoch_curves(job_dir: Path, column: str = "val/acc") -> dict[int, float]:

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from kss.analysis import PLAN, analyse
+from kss.study.analysis import PLAN, analyse
 from kss.cli import FAILED, checked, discard_run_dir
 from kss.config import KERNEL_SETS, budgets, model_fields, run_dir, setting_tag
 from kss.errors import KssError
-from kss.network import check_kernels
+from kss.space.network import check_kernels
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]  # where train.py and search.py live
+ROOT = Path(__file__).resolve().parents[2]  # where train.py and search.py live
 SWEEP_KEYS = {"name", "kernel_sets", "iters", "seeds", "strategies", "train", "analyse", "dry_run"}
 # Quoted: Hydra's override grammar takes a nested interpolation only inside quotes. A guided strategy adds
 # _<strategy> after the iterations (kss_strategy: nothing for random, so random jobs keep their folders).
@@ -76,8 +76,8 @@ def plan(cfg: DictConfig) -> dict:
 
 
 def resolve_strategies(entries) -> list[str]:
-    """strategies=[random,tpe]: search.strategy per job (kss.guided), compared like kernel sets."""
-    from kss.guided import STRATEGIES
+    """strategies=[random,tpe]: search.strategy per job (kss.search.guided), compared like kernel sets."""
+    from kss.search.guided import STRATEGIES
 
     entries = [entries] if isinstance(entries, str) else list(entries or [])
     if not entries:
@@ -150,8 +150,8 @@ def probe(cfg: DictConfig, kernels: list[int], candidates: int = 2, steps: int =
     import torch
 
     from kss import config as C
-    from kss.search import evaluate_candidate, setup_from_config
-    from kss.training import probe_epoch_seconds
+    from kss.search.loop import evaluate_candidate, setup_from_config
+    from kss.tasks.train import probe_epoch_seconds
 
     # a sweep's iters is a list; a job's is one number
     job = C.job_config(cfg, **{"kernel_set.kernels": kernels, "iters": candidates})

@@ -36,8 +36,8 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCou
 from torch import nn
 
 from kss.errors import KssError
-from kss.params import memory_bytes
-from kss.quantize import Int8Weight
+from kss.space.params import memory_bytes
+from kss.deploy.quantize import Int8Weight
 
 SOURCE = "Horowitz, ISSCC 2014, 45 nm, 32-bit float: E_MAC = FMult + FAdd, E_AC = FAdd"
 # the figures a search writes per candidate (candidates.jsonl); all of them (COST_KEYS) go to search.json

@@ -1,8 +1,8 @@
 """The evaluation task behind `eval.py`: a checkpoint alone -> eval.json.
 
 The network is rebuilt from the checkpoint's hyperparameters (genotype, model and neuron settings:
-kss.module), evaluated on the dataset's test split with the metric training reports (torchmetrics,
-top-1 and, above 10 classes, top-5), costed (kss.cost) and timed. `quantize=int8` evaluates the
+kss.train.module), evaluated on the dataset's test split with the metric training reports (torchmetrics,
+top-1 and, above 10 classes, top-5), costed (kss.space.cost) and timed. `quantize=int8` evaluates the
 fp32 network too and reports the drop; `export=nir` writes model.nir and checks that the graph
 read back by spikingjelly predicts what the network does.
 """
@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from kss import config as C
 from kss.cli import checked
-from kss.cost import first_images, measure_cost
+from kss.space.cost import first_images, measure_cost
 from kss.errors import KssError
-from kss.export import FORMATS, run_graph, to_nir
-from kss.module import SpikingClassifier
-from kss.params import memory_bytes
-from kss.quantize import quantize_int8, stored_bytes
-from kss.search import write_json
+from kss.deploy.export import FORMATS, run_graph, to_nir
+from kss.train.module import SpikingClassifier
+from kss.space.params import memory_bytes
+from kss.deploy.quantize import quantize_int8, stored_bytes
+from kss.search.loop import write_json
 
 log = logging.getLogger(__name__)
 
