@@ -13,8 +13,8 @@ K hook on every LIF call (float32 on the device, summed into a float64 numpy arr
 Generalised only where kss generalises the reference: the two conv kernels of a kernel set (op 2 =
 the smaller, op 3 = the larger), widths (the final code's `first_out_channel * channel_ratio`: 256/512
 for CIFAR-10, 128/256 for CIFAR-100 and TinyImageNet), image size, stem stride, timesteps, `sap`.
-Everything is NCHW and single-step, as in the reference; tests/test_equivalence.py holds kss's
-multi-step network to it, and tests/test_reference_code.py holds both to SNASNet's own code.
+Everything is NCHW and single-step, as in the reference; tests/space/test_equivalence.py holds kss's
+multi-step network to it, and tests/space/test_reference_code.py holds both to SNASNet's own code.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from kss.errors import Interrupted, KssError
 from kss.space.genotype import NODES, draw_ops, prune
 from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = {"search_seconds", "candidates_per_second", "host"}
 TINY_CLI = ["dataset=synthetic", "model=tiny", "score.batch_size=16", "progress=false", "wandb.mode=disabled",
             "extras=none", "device=cpu"]

@@ -10,7 +10,7 @@ from kss.study.analysis import BASELINE, PLAN, aggregate, analyse, collect, pare
 from kss.errors import KssError
 from kss.study.sweep import plan, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_job(root: Path, kernels, iters, seed, acc=None, params=1000, score=1.0, seconds=10.0, failed=None,

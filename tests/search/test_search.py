@@ -11,7 +11,7 @@ from hydra.errors import MissingConfigException
 from kss.errors import Interrupted, KssError
 from kss.search.loop import CANDIDATES, SUMMARY, read_candidates, run_search
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = {
     "kernel_set", "kernels", "cell_type", "iters", "seed", "dataset", "best_genotype", "best_score",
     "params", "search_seconds", "candidates_scored", "candidates_skipped", "device",

@@ -19,7 +19,7 @@ from kss.deploy.quantize import Int8Weight, quantize_int8, quantize_weight, stor
 from kss.tasks.train import METRICS, run_train
 from tests.conftest import CONF, TINY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ["dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32"]
 TRAIN = ["trainer.max_epochs=2", "optimizer=adam", "optimizer.lr=1e-2", "iters=2", *DATA]
 

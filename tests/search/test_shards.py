@@ -13,7 +13,7 @@ from kss.runlock import run_lock
 from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
 from kss.search.shards import check_sharding, shard_candidates, shard_lock, shard_summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = {"search_seconds", "candidates_per_second", "host"}  # what may differ between two runs of one search
 TINY_CLI = ["dataset=synthetic", "model=tiny", "score.batch_size=16", "progress=false", "wandb.mode=disabled",
             "extras=none", "device=cpu"]

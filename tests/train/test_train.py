@@ -231,7 +231,7 @@ def test_every_config_option_instantiates(compose_cfg):
     """A typo in any _target_ fails here, not in a user's run."""
     from hydra.utils import instantiate
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     params = [torch.nn.Parameter(torch.zeros(1))]
     for option in sorted(p.stem for p in (conf / "optimizer").glob("*.yaml")):
         optimizer = instantiate(compose_cfg(f"optimizer={option}", config_name="train").optimizer)(params=params)
@@ -263,7 +263,7 @@ def test_ddp_on_two_cpu_processes_searches_once_and_broadcasts(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "train.py", "dataset=synthetic", "model=tiny", "iters=2", "score.batch_size=16",
          "trainer=cpu", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true",
@@ -338,7 +338,7 @@ def test_optuna_hparams_search_maximises_validation_accuracy(tmp_path):
          "hydra.sweeper.sampler.n_startup_trials=1", "dataset=synthetic", "model=tiny", "iters=2", "score.batch_size=16",
          "genotype=snasnet_cifar10", "model.cell_type=backward", "trainer.max_epochs=1", "wandb.mode=disabled",
          "progress=false", "extras=none", "optimizer=adam", *TRAIN[-3:], f"hydra.sweep.dir={tmp_path}"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     best = (tmp_path / "optimization_results.yaml").read_text()
     trials = [json.loads((tmp_path / f"trial_{i}" / METRICS).read_text()) for i in range(2)]
