@@ -24,7 +24,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import kss  # noqa: E402,F401
 from kss import config as C  # noqa: E402
-from kss.search.loop import evaluate_candidate, setup_from_config  # noqa: E402
+from kss.search.candidate import evaluate_candidate
+from kss.search.loop import setup_from_config  # noqa: E402
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kss.errors import KssError
+from kss.space.cost import CostTable
 from kss.space.network import ModelSpec, check_kernels
 from kss.space.neurons import NeuronSpec
 
@@ -67,7 +68,7 @@ def data_split(cfg: DictConfig) -> dict:
 
 
 def data_module(cfg: DictConfig, batch_size: int | None = None):
-    from kss.train.data import KssDataModule
+    from kss.train.data import KssDataModule  # here: lightning and torchvision take ~2 s that --help and refusals skip
 
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
     fields.pop("score_batch_size", None)  # the scoring batch the dataset brings (score.batch_size), not the loaders'
@@ -110,8 +111,6 @@ def budgets(cfg: DictConfig) -> dict:
 
 
 def cost_table(cfg: DictConfig):
-    from kss.space.cost import CostTable
-
     cost = cfg.get("cost") or {}
     return CostTable(**{k: cost[k] for k in ("e_mac_pj", "e_ac_pj", "state_bytes") if k in cost})
 

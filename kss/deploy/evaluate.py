@@ -28,7 +28,8 @@ from kss.deploy.export import FORMATS, run_graph, to_nir
 from kss.train.module import SpikingClassifier
 from kss.space.params import memory_bytes
 from kss.deploy.quantize import quantize_int8, stored_bytes
-from kss.search.loop import write_json
+from kss.io import write_json
+from kss.tracking import wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -231,16 +232,11 @@ def trained_metrics(ckpt_path: Path) -> dict:
 
 def log_to_wandb(cfg: DictConfig, out_dir: Path, result: dict) -> None:
     """One W&B run per evaluation (job_type 'eval'), offline by default; eval.json's figures as its summary."""
-    if cfg.wandb.mode == "disabled":
-        return
-    import wandb
-
-    run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group, job_type="eval", dir=str(out_dir),
-                     name=out_dir.name, mode=cfg.wandb.mode, tags=[cfg.dataset.name, result["precision"], *cfg.wandb.tags],
-                     config=OmegaConf.to_container(cfg, resolve=True), settings=wandb.Settings(quiet=True))
-    try:
+    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "eval", group=cfg.wandb.group, name=out_dir.name,
+                   tags=[cfg.dataset.name, result["precision"], *cfg.wandb.tags],
+                   config=OmegaConf.to_container(cfg, resolve=True)) as run:
+        if run is None:
+            return
         run.summary.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
         run.summary.update({f"firing_rate/{k}": v for k, v in result["firing_rates"].items()})
         run.summary.update({f"export/{k}": v for k, v in result.get("export", {}).items()})
-    finally:
-        run.finish()

@@ -28,71 +28,25 @@ import os
 import time
 from pathlib import Path
 
+from kss import config as C
 from kss.errors import KssError
+from kss.io import write_lines
+from kss.search.candidate import candidate_rngs, evaluate_candidate
+from kss.search.progress import interruptible, say_how_long
+from kss.search.records import record_settings
+from kss.search.score import check_precision
+from kss.search.setup import use_fused
+from kss.search.strategies import MEMORY, STUDY, open_storage, shown
 from kss.space.genotype import FORWARD_EDGES, NODES, Genotype, op_names, prune
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("random", "tpe", "evolution", "pareto")
-OBJECTIVES = ("params", "energy_uj", "sops")  # pareto's second objective, minimised
-STUDY = "study.db"
-MEMORY = ("memory", "sqlite:///:memory:", "sqlite://")  # an in-memory study: one process, no resume
 TPE_STARTUP = 10  # random trials before TPE models the scores (Optuna's default)
 BUDGET_FIGURES = {"max_params": "params", "max_energy_uj": "energy_uj", "max_sops": "sops"}
 
 
-def check_strategy(setup) -> None:
-    """One line for a strategy, objective or storage that cannot work (SearchSetup calls this)."""
-    if setup.strategy not in STRATEGIES:
-        raise KssError(f"unknown search.strategy {setup.strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if setup.strategy == "random":
-        return
-    if setup.strategy == "pareto":
-        if setup.minimise is None:
-            raise KssError("search.strategy=pareto needs a second objective: search.minimise=params "
-                           "(or energy_uj / sops, with cost.every_candidate=true)")
-        if setup.minimise not in OBJECTIVES:
-            raise KssError(f"unknown search.minimise {setup.minimise!r}; use one of {', '.join(OBJECTIVES)}")
-        if setup.minimise != "params" and not setup.cost_every:
-            raise KssError(f"search.minimise={setup.minimise} needs every candidate's cost: "
-                           "pass cost.every_candidate=true")
-    if setup.strategy == "evolution" and (isinstance(setup.population, bool) or not isinstance(setup.population, int)
-                                          or setup.population < 2):
-        raise KssError(f"search.population must be an integer >= 2 (got {setup.population!r})")
-    if setup.storage in MEMORY and setup.shards > 1:
-        raise KssError(f"search.storage={setup.storage} is one process's memory: shards={setup.shards} workers "
-                       "need a shared study (leave search.storage unset for study.db, or pass a database URL)")
-    if setup.storage is not None and setup.storage not in MEMORY:
-        open_storage(setup.storage)  # a URL that cannot be opened fails here, before anything is written
-
-
-def shown(url: str) -> str:
-    """A storage URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: say it as given
-        return url
-
-
 def storage_url(setup, out_dir: Path) -> str:
     return setup.storage or f"sqlite:///{(Path(out_dir) / STUDY).resolve()}"
-
-
-def open_storage(url: str):
-    import optuna
-
-    if url in MEMORY:
-        return optuna.storages.InMemoryStorage()
-    # SQLite: parallel workers wait for each other's writes rather than failing after SQLite's 5 s
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as error:  # noqa: BLE001 - driver missing, host unreachable, not a URL, ...
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise KssError(f"search.storage {shown(url)} cannot be opened ({reason}); pass an SQLAlchemy URL "
-                       "this machine can reach (sqlite:///path/study.db, postgresql://...), or leave it unset") from None
 
 
 def search_space(kernels, cell_type: str) -> dict:
@@ -192,14 +146,10 @@ def fail_stale(study, worker: int, workers: int) -> int:
 
 def score_trials(setup, batches: list, device, progress: bool, records: list, candidates_path: Path,
                  indices: range | None = None, label: str = "") -> None:
-    """The guided counterpart of kss.search.loop._score_candidates: one trial per index in `indices` from the
+    """The guided counterpart of kss.search.loop.score_candidates: one trial per index in `indices` from the
     len(records)-th on, each line appended to `candidates_path` once the study holds it."""
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
-
-    from kss import config as C
-    from kss.search.loop import (_interruptible, _say_how_long, candidate_rngs, check_precision, evaluate_candidate,
-                            record_settings, use_fused)
 
     indices = range(setup.iters) if indices is None else indices
     check_precision(setup.precision, device)
@@ -220,8 +170,6 @@ def score_trials(setup, batches: list, device, progress: bool, records: list, ca
                        f"{shown(storage_url(setup, out_dir))} only {len(mine)}; pass the search.storage it ran with, "
                        "or move the run directory away to start afresh")
     if len(mine) > len(records):  # lines the interruption did not write: the study has them
-        from kss.search.shards import write_lines
-
         write_lines(candidates_path, mine)
         records[:] = mine
     known = {genotype_key(r["genotype"]): r for r in sorted(everything, key=lambda r: r["index"])}
@@ -231,7 +179,7 @@ def score_trials(setup, batches: list, device, progress: bool, records: list, ca
                desc=f"{setup.strategy} {C.setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}")
     first = len(records)
     fast = use_fused(setup, device)
-    with bar, open(candidates_path, "a") as sink, _interruptible(records, len(indices), label):
+    with bar, open(candidates_path, "a") as sink, interruptible(records, len(indices), label):
         for position in range(len(records), len(indices)):
             index = indices[position]
             start = time.perf_counter()
@@ -262,7 +210,7 @@ def score_trials(setup, batches: list, device, progress: bool, records: list, ca
             os.fsync(sink.fileno())
             records.append(record)
             if position == first + fast and len(indices) - position > 1 and "duplicate_of" not in trial.user_attrs:
-                _say_how_long(bar, record["seconds"], len(indices) - position - 1, device,
+                say_how_long(bar, record["seconds"], len(indices) - position - 1, device,
                               records[first]["seconds"] if fast else None)
             if record["status"] == "scored" and (best is None or record["score"] > best):
                 best = record["score"]

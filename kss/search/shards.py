@@ -20,32 +20,15 @@ import shlex
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from kss.errors import KssError
 from kss.runlock import is_held, run_lock
-from kss.search.loop import (CANDIDATES, SETTLE_SECONDS, SUMMARY, SearchSetup, _winner_cost, check_settings, is_finished,
-                        read_candidates, report_best, scorer, summarize, write_json)
+from kss.io import write_json, write_lines
+from kss.search.loop import known_winner_cost, report_best, scorer, summarize
+from kss.search.records import CANDIDATES, SETTLE_SECONDS, SUMMARY, check_settings, is_finished, read_candidates
+from kss.search.setup import SearchSetup
 
 log = logging.getLogger(__name__)
-
-
-def check_sharding(cfg: DictConfig) -> tuple[int, int | None]:
-    """(shards, shard) from the config, refused in one line unless 1 <= shards and 0 <= shard < shards."""
-    shards, shard = cfg.get("shards", 1), cfg.get("shard")
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise KssError(f"shards must be a positive integer (got {shards}); e.g. shards=8 shard=0")
-    if shard is not None and (isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < shards):
-        raise KssError(f"shard={shard} is not one of 0..{shards - 1} (shards={shards}); pass shard=0..{shards - 1}, "
-                       "or leave shard out to merge the finished shards and report the rest")
-    return shards, shard
-
-
-def refuse_shards(cfg: DictConfig, script: str) -> None:
-    """For the scripts whose search is never sharded: shards>1 would search a part and act on it."""
-    if cfg.get("shards", 1) != 1 or cfg.get("shard") not in (None, 0):
-        raise KssError(f"{script} does not shard its search (got shards={cfg.get('shards')} shard={cfg.get('shard')}); "
-                       "run the shards with search.py, then pass genotype=<its run dir>/search.json")
 
 
 def shard_name(shard: int, shards: int) -> str:
@@ -129,18 +112,11 @@ def merge(setup: SearchSetup, data, out_dir: Path, device) -> tuple[dict | None,
         merged_before = is_finished(out_dir, setup.iters)
         records = sorted((r for part in parts for r in part), key=lambda r: r["index"])
         write_lines(out_dir / CANDIDATES, records)
-        cost = _winner_cost(setup, data, out_dir, records, [], device)  # as the unsharded search.json has it
+        cost = known_winner_cost(setup, data, out_dir, records, [], device)  # as the unsharded search.json has it
         summary = summarize(setup, records, device, cost) | scored_where(setup, out_dir)
         write_json(out_dir / SUMMARY, summary)
     log.info("merged %d shards into %s", setup.shards, out_dir / SUMMARY)
     return summary, not merged_before, ""
-
-
-def write_lines(path: Path, records: list[dict]) -> None:
-    """candidates.jsonl as the unsharded search writes it, replaced atomically (it is derived from the shards)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
 
 
 def scored_where(setup: SearchSetup, out_dir: Path) -> dict:

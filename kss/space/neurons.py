@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
+from kss.errors import KssError
 from kss.space import fused
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
@@ -30,8 +31,6 @@ class NeuronSpec:
     surrogate_alpha: float = 2.0
 
     def __post_init__(self):
-        from kss.errors import KssError
-
         if self.kind not in ("lif", "plif"):
             raise KssError(f"unknown neuron kind {self.kind!r}; use lif or plif")
         if self.surrogate not in SURROGATES:

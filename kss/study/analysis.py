@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -20,43 +20,12 @@ from kss.cli import FAILED
 from kss.config import BUDGETS, check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
 from kss.space.params import memory_bytes
+from kss.study.plots import plot_all
+from kss.study.rows import Job, Setting, pareto_front, quality
 from kss.study.stats import paired_difference
 
 PLAN = "sweep_plan.json"
 BASELINE = "1x1_3x3_5000x"  # SNASNet: kernel set (1, 3), 5000 iterations
-
-
-@dataclass
-class Job:
-    path: str
-    kernels: list[int]
-    iters: int
-    seed: int
-    dataset: str
-    kind: str  # "train" or "search"
-    status: str  # "complete", "failed", "incomplete", "missing"
-    best_score: float | None = None
-    params: int | None = None
-    memory_fp32_bytes: int | None = None
-    memory_int8_bytes: int | None = None
-    search_seconds: float | None = None
-    test_acc: float | None = None
-    best_val_acc: float | None = None
-    checkpoint: str | None = None
-    genotype_file: str | None = None
-    error: str | None = None
-    # cost per image (kss.space.cost): the trained network's on test images, else the search winner's at init
-    energy_uj: float | None = None
-    sops: float | None = None
-    firing_rate: float | None = None
-    neuron_state_bytes: int | None = None
-    cost_source: str | None = None  # "test" (trained) or "search" (at initialisation)
-    strategy: str = "random"  # search.strategy (kss.search.guided): a guided job's setting is named <tag>_<strategy>
-    best_so_far: list | None = field(default=None, repr=False)  # best feasible R after each candidate
-
-    @property
-    def setting(self) -> str:
-        return setting_tag(self.kernels, self.iters) + ("" if self.strategy == "random" else f"_{self.strategy}")
 
 
 def _read(path: Path) -> dict | None:
@@ -158,44 +127,6 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-@dataclass
-class Setting:
-    setting: str
-    kernel_set: str
-    kernels: list[int]
-    iters: int
-    dataset: str
-    seeds: list[int]
-    complete: int
-    params_mean: float | None = None
-    params_max: int | None = None
-    memory_fp32_bytes: float | None = None
-    memory_int8_bytes: float | None = None
-    score_mean: float | None = None
-    score_std: float | None = None
-    search_seconds_mean: float | None = None
-    search_seconds_std: float | None = None
-    search_time_normalised: float | None = None
-    test_acc_mean: float | None = None
-    test_acc_std: float | None = None
-    best_val_acc_mean: float | None = None
-    best_val_acc_std: float | None = None
-    vs_set1: dict | None = None  # paired by seed against kernel set (1, 3) at the same iters (kss.study.stats)
-    energy_uj_mean: float | None = None  # per image (kss.space.cost)
-    energy_uj_max: float | None = None
-    sops_mean: float | None = None
-    sops_max: float | None = None
-    firing_rate_mean: float | None = None
-    neuron_state_bytes: float | None = None
-    cost_source: str | None = None  # "test" (trained networks), "search" (winners at init) or "mixed"
-    best_job: str | None = field(default=None, repr=False)
-    strategy: str = "random"
-    # a guided setting: candidates until its best R reached the best R of the largest random search of the same
-    # kernels and dataset (median over seeds; None where a seed never reached it), and how many seeds did
-    trials_to_random_best: float | None = None
-    reached_random_best: str | None = None
-
-
 def aggregate(jobs: list[Job]) -> list[Setting]:
     """One row per (dataset, kernels, iters): mean and std over the complete seeds."""
     groups: dict[tuple, list[Job]] = {}
@@ -288,21 +219,6 @@ def verdict(row: Setting) -> str:
             f"{plain}.")
 
 
-def quality(row: Setting) -> tuple[str, float | None]:
-    """What 'better' means: validation accuracy when trained (the test split is never used to
-    choose), test accuracy for runs without a validation split, else the search score."""
-    if row.best_val_acc_mean is not None:
-        return "best_val_acc", row.best_val_acc_mean
-    return ("test_acc", row.test_acc_mean) if row.test_acc_mean is not None else ("score", row.score_mean)
-
-
-def quality_std(row: Setting) -> float | None:
-    return {"best_val_acc": row.best_val_acc_std, "test_acc": row.test_acc_std, "score": row.score_std}[quality(row)[0]]
-
-
-QUALITY_LABELS = {"best_val_acc": "validation accuracy", "test_acc": "test accuracy", "score": "best R-score"}
-
-
 # budget name -> the figure of a setting it bounds (every seed must fit: the maximum over seeds)
 BUDGET_FIGURES = {"max_params": "params_max", "max_energy_uj": "energy_uj_max", "max_sops": "sops_max"}
 
@@ -347,15 +263,9 @@ def select(rows: list[Setting], max_params: float | None = None, max_energy_uj: 
     }
 
 
-def pareto_front(rows: list[Setting]) -> list[Setting]:
-    """Settings no other setting beats with fewer (or equal) parameters and higher quality."""
-    points = sorted((r for r in rows if r.complete and quality(r)[1] is not None), key=lambda r: (r.params_mean, -quality(r)[1]))
-    front, best = [], -math.inf
-    for r in points:
-        if quality(r)[1] > best:
-            front.append(r)
-            best = quality(r)[1]
-    return front
+def complete_front(rows: list[Setting]) -> list[Setting]:
+    """The Pareto front (parameters vs quality) of the settings with finished results."""
+    return pareto_front([r for r in rows if r.complete and quality(r)[1] is not None], "params_mean")
 
 
 def _fmt(value, digits=4) -> str:
@@ -419,7 +329,5 @@ def analyse(root: str | Path, max_params: float | None = None, plots: bool = Tru
     write_tables(root, jobs, rows, selection)
     written = []
     if plots:
-        from kss.study.plots import plot_all
-
-        written = plot_all(root, jobs, rows, selection, pareto_front(rows))
+        written = plot_all(root, jobs, rows, selection, complete_front(rows))
     return {"jobs": jobs, "settings": rows, "selection": selection, "plots": written}

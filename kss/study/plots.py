@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kss.study.analysis import QUALITY_LABELS, Job, Setting, quality, quality_std  # noqa: E402
+from kss.study.rows import QUALITY_LABELS, Job, Setting, pareto_front, quality, quality_std  # noqa: E402
 
 
 def epoch_curves(job_dir: Path, column: str = "val/acc") -> dict[int, float]:
@@ -94,7 +94,7 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
     costed = [(r, v) for r, v in zip(rows, values) if r.energy_uj_mean is not None]
     if costed:
         written.append(_tradeoff(root / "tradeoff_energy.png", [r for r, _ in costed], [v for _, v in costed],
-                                 energy_front([r for r, _ in costed]), selection, "energy_uj_mean",
+                                 pareto_front([r for r, _ in costed], "energy_uj_mean"), selection, "energy_uj_mean",
                                  "energy per image [uJ] (MACs x E_MAC + SOPs x E_AC)", "max_energy_uj",
                                  "(e) accuracy-energy trade-off"))
 
@@ -107,16 +107,6 @@ def plot_all(root: Path, jobs: list[Job], rows: list[Setting], selection: dict, 
               "Impact of kernel size (single-kernel search spaces)")
         written.append(_save(fig, root / "kernel_sizes.png"))
     return written
-
-
-def energy_front(rows: list[Setting]) -> list[Setting]:
-    """Settings no other setting beats with less (or equal) energy and higher quality."""
-    front, best = [], -float("inf")
-    for r in sorted(rows, key=lambda r: (r.energy_uj_mean, -quality(r)[1])):
-        if quality(r)[1] > best:
-            front.append(r)
-            best = quality(r)[1]
-    return front
 
 
 def _tradeoff(path: Path, rows: list[Setting], values: list, front: list[Setting], selection: dict, x: str,

@@ -37,8 +37,14 @@ from kss import config as C
 from kss.cli import checked
 from kss.errors import KssError
 from kss.space.genotype import Genotype, conv_kernel
-from kss.search.loop import (CANDIDATES, check_batch_fits, evaluate_candidate, read_candidates, search, setup_from_config,
-                        write_json)
+from kss.io import write_json
+from kss.search.candidate import evaluate_candidate
+from kss.search.loop import search
+from kss.search.records import CANDIDATES, read_candidates
+from kss.search.setup import check_batch_fits
+from kss.study.plots import plot_proxy, plot_regret
+from kss.tasks.search import refuse_shards, setup_from_config
+from kss.tracking import image, table, wandb_run
 from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
                        random_regret, rank_correlations, regret_curve, reliability, tau_difference)
 from kss.study.sweep import resolve_kernel_sets
@@ -69,8 +75,6 @@ def pick_spread(records: list[dict], n: int) -> list[dict]:
 
 
 def check_study(cfg: DictConfig, kernel_sets: list) -> None:
-    from kss.search.shards import refuse_shards
-
     refuse_shards(cfg, "proxy.py")
     p = cfg.proxy
     if p.per_set * len(kernel_sets) < 3:
@@ -355,8 +359,6 @@ def write_outputs(out_dir: Path, rows: list[dict], result: dict) -> None:
             writer.writerow({**row, "kernels": json.dumps(row["kernels"]), "genotype": json.dumps(row["genotype"])})
     write_json(out_dir / "proxy.json", result)
     (out_dir / "proxy.md").write_text(summary_markdown(result))
-    from kss.study.plots import plot_proxy, plot_regret
-
     plot_proxy(out_dir, rows, result)
     plot_regret(out_dir / "proxy_regret.png", result["regret_curves"], _budget_text(result["settings"]))
 
@@ -388,8 +390,6 @@ def reanalyse(directory: str | Path, name: str = "stats_rerun", resamples: int =
                       "accuracies as committed; nothing retrained or rescored.")
     write_json(directory / f"{name}.json", result)
     (directory / f"{name}.md").write_text(f"# {title}\n\n" + summary_markdown(result, regret_png=f"{name}_regret.png"))
-    from kss.study.plots import plot_regret
-
     plot_regret(directory / f"{name}_regret.png", result["regret_curves"], _budget_text(settings))
     return result
 
@@ -496,24 +496,18 @@ def summary_markdown(result: dict, regret_png: str = "proxy_regret.png") -> str:
 
 
 def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict], result: dict) -> None:
-    if cfg.wandb.mode == "disabled":
-        return
-    import wandb
-
-    run = wandb.init(project=cfg.wandb.project, group=cfg.name, job_type="proxy", name=f"{cfg.name}-proxy",
-                     dir=str(out_dir), mode=cfg.wandb.mode, tags=[cfg.dataset.name, "proxy"],
-                     settings=wandb.Settings(quiet=True))
-    try:
+    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "proxy", group=cfg.name, name=f"{cfg.name}-proxy",
+                   tags=[cfg.dataset.name, "proxy"]) as run:
+        if run is None:
+            return
         columns = ["kernel_set", "index", *PROXIES, "val_acc", "val_acc_long"]
-        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
-        run.log({"proxy": table, **{p.stem: wandb.Image(str(p)) for p in sorted(out_dir.glob("proxy*.png"))}})
+        data = table(columns, [[row.get(c) for c in columns] for row in rows])
+        run.log({"proxy": data, **{p.stem: image(p) for p in sorted(out_dir.glob("proxy*.png"))}})
         pooled = result["correlations"].get("pooled", {})
         run.summary.update({f"tau/{k}": v["tau"] for k, v in pooled.items()} | {f"rho/{k}": v["rho"] for k, v in pooled.items()}
                            | {f"partial_tau_given_{c}/{k}": v[f"given_{c}"]["tau"] for k, v in pooled.items()
                               for c in COVARIATES if f"given_{c}" in v}
                            | {"reliability": (result.get("reliability") or {}).get("reliability"), "n": result["n"]})
-    finally:
-        run.finish()
 
 
 if __name__ == "__main__":  # python -m kss.study.proxy DIR: recompute a finished study's statistics

@@ -13,16 +13,23 @@ import logging
 import shlex
 import statistics
 import subprocess
+from dataclasses import asdict
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from kss.study.analysis import PLAN, analyse
+from kss import config as C
 from kss.cli import FAILED, checked, discard_run_dir
 from kss.config import KERNEL_SETS, budgets, model_fields, run_dir, setting_tag
 from kss.errors import KssError
+from kss.search.candidate import evaluate_candidate
+from kss.search.strategies import STRATEGIES
 from kss.space.network import check_kernels
+from kss.study.analysis import PLAN, analyse
+from kss.tasks.search import setup_from_config
+from kss.tasks.train import probe_epoch_seconds
+from kss.tracking import image, table, wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +84,6 @@ def plan(cfg: DictConfig) -> dict:
 
 def resolve_strategies(entries) -> list[str]:
     """strategies=[random,tpe]: search.strategy per job (kss.search.guided), compared like kernel sets."""
-    from kss.search.guided import STRATEGIES
-
     entries = [entries] if isinstance(entries, str) else list(entries or [])
     if not entries:
         raise KssError("strategies is empty; e.g. strategies=[random,tpe]")
@@ -148,10 +153,6 @@ def probe(cfg: DictConfig, kernels: list[int], candidates: int = 2, steps: int =
     import time
 
     import torch
-
-    from kss import config as C
-    from kss.search.loop import evaluate_candidate, setup_from_config
-    from kss.tasks.train import probe_epoch_seconds
 
     # a sweep's iters is a list; a job's is one number
     job = C.job_config(cfg, **{"kernel_set.kernels": kernels, "iters": candidates})
@@ -231,21 +232,14 @@ def run_sweep(cfg: DictConfig, sweep_dir: str | Path | None = None, passed: list
 
 
 def log_summary_to_wandb(cfg: DictConfig, sweep_dir: Path, summary: dict) -> None:
-    if cfg.wandb.mode == "disabled":
-        return
-    from dataclasses import asdict
-
-    import wandb
-
+    """The sweep's summary table and plots as one W&B run (job_type 'summary')."""
     rows = [asdict(r) for r in summary["settings"]]
     columns = [c for c in rows[0] if c not in ("best_job",)] if rows else []
-    run = wandb.init(project=cfg.wandb.project, group=cfg.name, job_type="summary", name=f"{cfg.name}-summary",
-                     dir=str(sweep_dir), mode=cfg.wandb.mode, tags=[cfg.dataset.name],
-                     settings=wandb.Settings(quiet=True))
-    try:
-        table = wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c]
-                                                     for c in columns] for r in rows])
-        run.log({"summary": table, **{p.stem: wandb.Image(str(p)) for p in summary["plots"]}})
+    with wandb_run(cfg.wandb.mode, cfg.wandb.project, sweep_dir, "summary", group=cfg.name, name=f"{cfg.name}-summary",
+                   tags=[cfg.dataset.name]) as run:
+        if run is None:
+            return
+        data = table(columns, [[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c] for c in columns]
+                               for r in rows])
+        run.log({"summary": data, **{p.stem: image(p) for p in summary["plots"]}})
         run.summary["selection"] = summary["selection"]["message"]
-    finally:
-        run.finish()

@@ -22,12 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
 from kss.errors import Interrupted, KssError
-from kss.space.genotype import Genotype, check_fits, load_genotype
+from kss.space.genotype import Genotype, check_fits, load_genotype, sample_genotype
 from kss.train.module import SpikingClassifier
 from kss.space.params import count_params, memory_bytes
 from kss.runlock import run_lock
 from kss.cli import checked
-from kss.search.loop import SUMMARY, SearchSetup, check_batch_fits, search, setup_from_config, write_json
+from kss.io import write_json
+from kss.search.loop import search
+from kss.search.records import SUMMARY
+from kss.search.setup import SearchSetup, check_batch_fits
+from kss.space.cost import first_images, measure_cost
+from kss.tasks.search import refuse_shards, run_search, setup_from_config
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every step.
@@ -204,13 +209,9 @@ def finish_wandb() -> None:
 
 def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
-    from kss.search.shards import refuse_shards
-
     refuse_shards(cfg, "train.py")  # it would train the best of one shard's candidates
     out_dir = Path(out_dir or C.run_dir())
     if cfg.get("search_only"):
-        from kss.search.loop import run_search
-
         return run_search(cfg, out_dir)
     check_training_config(cfg)
     done = out_dir / METRICS
@@ -305,8 +306,6 @@ def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
     (plus one untimed warm-up step); validation is not counted."""
     import numpy as np
 
-    from kss.space.genotype import sample_genotype
-
     _, kernels = C.kernel_set(cfg)
     spec, neuron = C.model_spec(cfg, data), C.neuron_spec(cfg)
     genotype = sample_genotype(np.random.default_rng(cfg.seed), kernels, spec.cell_type)
@@ -333,7 +332,6 @@ def probe_epoch_seconds(cfg: DictConfig, data, steps: int = 3) -> float:
 
 def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
     """Cost per image (kss.space.cost) of the trained network on the first `cost.images` test images."""
-    from kss.space.cost import first_images, measure_cost
 
     data.setup("test")
     return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))

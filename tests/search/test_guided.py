@@ -15,7 +15,8 @@ import pytest
 import kss.search.guided as G
 from kss.errors import Interrupted, KssError
 from kss.space.genotype import NODES, draw_ops, prune
-from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
+from kss.search.records import CANDIDATES, SETTINGS, SUMMARY
+from kss.tasks.search import run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING = {"search_seconds", "candidates_per_second", "host"}

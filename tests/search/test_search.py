@@ -9,7 +9,8 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from kss.errors import Interrupted, KssError
-from kss.search.loop import CANDIDATES, SUMMARY, read_candidates, run_search
+from kss.search.records import CANDIDATES, SUMMARY, read_candidates
+from kss.tasks.search import run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = {
@@ -78,7 +79,7 @@ def test_resume_refuses_other_settings(compose_cfg, tmp_path):
 def test_settings_stored_at_their_defaults_resume_either_way(compose_cfg, tmp_path):
     """A search that wrote a later setting at its default (an earlier kss did, for precision) resumes,
     and one that wrote a non-default value still refuses."""
-    from kss.search.loop import SETTINGS
+    from kss.search.records import SETTINGS
 
     run_search(compose_cfg("iters=2"), tmp_path)
     settings = json.loads((tmp_path / SETTINGS).read_text())
@@ -91,7 +92,7 @@ def test_settings_stored_at_their_defaults_resume_either_way(compose_cfg, tmp_pa
 
 def test_a_search_scored_with_the_first_uploads_kernel_is_refused_in_one_line(compose_cfg, tmp_path):
     """A directory written before score_version existed holds R on the first upload's scale."""
-    from kss.search.loop import SETTINGS
+    from kss.search.records import SETTINGS
 
     run_search(compose_cfg("iters=2"), tmp_path)
     settings = json.loads((tmp_path / SETTINGS).read_text())
@@ -129,10 +130,10 @@ def test_budget_skips_candidates_before_building(compose_cfg, tmp_path):
 
 
 def test_non_finite_scores_are_reported_never_best(compose_cfg, tmp_path, monkeypatch):
-    import kss.search.loop
+    import kss.search.candidate
 
     calls = iter([-math.inf, 1.0, math.nan, 0.5])
-    monkeypatch.setattr(kss.search.loop, "score_network", lambda *a, **k: next(calls))
+    monkeypatch.setattr(kss.search.candidate, "score_network", lambda *a, **k: next(calls))
     summary = run_search(compose_cfg("iters=4"), tmp_path)
     assert summary["best_score"] == 1.0 and summary["best_index"] == 1
     assert summary["candidates_non_finite"] == 2
@@ -273,9 +274,9 @@ def test_every_candidates_line_has_the_same_keys(compose_cfg, tmp_path):
 
 
 def test_a_search_that_scores_nothing_fails_in_one_line_and_keeps_its_files(compose_cfg, tmp_path, monkeypatch):
-    import kss.search.loop
+    import kss.search.candidate
 
-    monkeypatch.setattr(kss.search.loop, "score_network", lambda *a, **k: -math.inf)
+    monkeypatch.setattr(kss.search.candidate, "score_network", lambda *a, **k: -math.inf)
     with pytest.raises(KssError, match=r"no candidate could be scored \(0 over budget, 3 with a singular kernel, of 3\)"):
         run_search(compose_cfg("iters=3"), tmp_path)
     assert len(lines(tmp_path)) == 3 and (tmp_path / SUMMARY).exists()
@@ -291,7 +292,7 @@ def test_ctrl_c_during_a_search_keeps_what_finished(compose_cfg, tmp_path, inter
 
 
 def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path):
-    code = ("import sys, kss.search.loop as s\n"
+    code = ("import sys, kss.search.candidate as s\n"
             "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
             "s.score_network = stop\n"
             "sys.argv = ['search.py', *sys.argv[1:]]\n"
@@ -435,9 +436,9 @@ def test_dataset_synthetic_runs_with_its_defaults(compose_cfg, tmp_path):
 def test_the_allocator_default_gives_the_same_bits_and_is_switchable(compose_cfg, tmp_path, monkeypatch):
     """score.allocator=keep_freed (default) keeps freed memory while scoring; default leaves glibc alone.
     The same R either way, so it is not a setting: a search resumes under the other one."""
-    import kss.search.loop
+    import kss.search.setup
 
-    if kss.search.loop._glibc() is None:
+    if kss.search.setup._glibc() is None:
         pytest.skip("not glibc")
     calls = []
 
@@ -452,8 +453,8 @@ def test_the_allocator_default_gives_the_same_bits_and_is_switchable(compose_cfg
         def malloc_trim(self, pad):
             return self.libc.malloc_trim(pad)
 
-    libc = kss.search.loop._glibc()
-    monkeypatch.setattr(kss.search.loop, "_glibc", lambda: Recording(libc))
+    libc = kss.search.setup._glibc()
+    monkeypatch.setattr(kss.search.setup, "_glibc", lambda: Recording(libc))
     kept = run_search(compose_cfg("iters=3"), tmp_path / "kept")
     assert kept["allocator"] == "keep_freed" and calls[:2] == [(-4, 0), (-1, -1)]  # no mmap, never trim
     assert calls[2:] == [(-4, 65536), (-1, 128 * 1024)]  # glibc's defaults back after scoring

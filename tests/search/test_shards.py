@@ -10,8 +10,10 @@ import pytest
 
 from kss.errors import Interrupted, KssError
 from kss.runlock import run_lock
-from kss.search.loop import CANDIDATES, SETTINGS, SUMMARY, run_search
-from kss.search.shards import check_sharding, shard_candidates, shard_lock, shard_summary
+from kss.search.records import CANDIDATES, SETTINGS, SUMMARY
+from kss.tasks.search import run_search
+from kss.search.shards import shard_candidates, shard_lock, shard_summary
+from kss.tasks.search import check_sharding
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING = {"search_seconds", "candidates_per_second", "host"}  # what may differ between two runs of one search
@@ -165,10 +167,10 @@ def test_one_shard_is_the_unsharded_search(compose_cfg, tmp_path):
 
 
 def test_the_merged_search_is_logged_to_wandb_once(compose_cfg, tmp_path, monkeypatch):
-    import kss.search.loop
+    import kss.tasks.search
 
     logged = []
-    monkeypatch.setattr(kss.search.loop, "log_to_wandb", lambda cfg, out_dir, summary: logged.append(summary))
+    monkeypatch.setattr(kss.tasks.search, "log_to_wandb", lambda cfg, out_dir, summary: logged.append(summary))
     for shard in (0, 1, 2, 2):  # the last shard twice: its rerun only reports
         run_shard(compose_cfg, tmp_path, shard, 3, 7, "wandb.mode=offline")
         assert len(logged) == (0 if shard < 2 else 1)

@@ -9,7 +9,8 @@ from kss.errors import KssError
 from kss.space.genotype import Genotype, load_genotype
 from kss.space.network import ModelSpec, build_network
 from kss.space.neurons import NeuronSpec
-from kss.search.loop import CANDIDATES, SUMMARY, run_search
+from kss.search.records import CANDIDATES, SUMMARY
+from kss.tasks.search import run_search
 
 ONE_CONV = {"cell_type": "forward", "edges": {"0->1": "zero", "0->2": "zero", "1->2": "zero", "0->3": "conv3",
                                               "1->3": "zero", "2->3": "zero"}}

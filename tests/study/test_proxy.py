@@ -76,9 +76,9 @@ def test_bad_study_input_is_one_line(compose_cfg, tmp_path, overrides, message):
 
 
 def test_a_search_with_no_scored_candidate_is_one_line(compose_cfg, tmp_path, monkeypatch):
-    import kss.search.loop
+    import kss.search.candidate
 
-    monkeypatch.setattr(kss.search.loop, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
+    monkeypatch.setattr(kss.search.candidate, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
     cfg = compose_cfg(*STUDY, config_name="proxy")
     with pytest.raises(KssError, match="no candidate could be scored") as info:
         run_proxy(cfg, tmp_path)

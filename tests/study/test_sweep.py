@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kss.study.analysis import BASELINE, PLAN, aggregate, analyse, collect, pareto_front
+from kss.study.analysis import BASELINE, PLAN, aggregate, analyse, collect, complete_front
 from kss.errors import KssError
 from kss.study.sweep import plan, run_sweep
 
@@ -130,7 +130,7 @@ def test_a_failure_after_a_finished_run_counts_as_failed(tmp_path):
 def test_pareto_front(tmp_path):
     for kernels, acc, params in [([1, 3], 0.80, 1000), ([1, 5], 0.78, 1500), ([3, 5], 0.85, 2000), ([5, 7], 0.84, 3000)]:
         write_job(tmp_path, kernels, 1000, 0, acc=acc, params=params)
-    front = [r.setting for r in pareto_front(aggregate(collect(tmp_path)))]
+    front = [r.setting for r in complete_front(aggregate(collect(tmp_path)))]
     assert front == ["1x1_3x3_1000x", "3x3_5x5_1000x"]
 
 

@@ -9,7 +9,8 @@ import torch
 from kss import config as C
 from kss.errors import KssError
 from kss.train.module import SpikingClassifier
-from kss.search.loop import SUMMARY, run_search
+from kss.search.records import SUMMARY
+from kss.tasks.search import run_search
 from kss.tasks.train import CHECKPOINTS, METRICS, run_train
 
 TRAIN = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2",
@@ -151,7 +152,8 @@ def test_settings_that_change_the_result_are_never_mixed_into_a_run(train_cfg, t
 
 def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
     from kss import config as C
-    from kss.search.loop import search, setup_from_config
+    from kss.search.loop import search
+    from kss.tasks.search import setup_from_config
 
     cfg = compose_cfg("iters=3")
     data = C.data_module(cfg)
