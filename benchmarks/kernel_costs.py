@@ -18,12 +18,11 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kss.config import kernel_set_name, setting_tag  # noqa: E402
-from kss.space.cost import first_images, measure_cost  # noqa: E402
-from kss.train.data import KssDataModule  # noqa: E402
-from kss.deploy.evaluate import load_checkpoint  # noqa: E402
+from kss.config import kernel_set_name, setting_tag
+from kss.space.cost import first_images, measure_cost
+from kss.train.data import KssDataModule
+from kss.deploy.evaluate import load_checkpoint
 
 
 def trained_cost(job: Path, images_by_dataset: dict, count: int) -> dict | None:

@@ -13,15 +13,23 @@ from kss.space.cost import CostTable
 from kss.space.network import ModelSpec, check_kernels
 from kss.space.neurons import NeuronSpec
 
-# The paper's kernel sets; set1 is SNASNet's.
-KERNEL_SETS = {
-    "set1": (1, 3),
-    "set2": (1, 5),
-    "set3": (3, 5),
-    "set4": (1, 7),
-    "set5": (3, 7),
-    "set6": (5, 7),
-}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def read_kernel_sets(conf: Path = CONF) -> dict[str, tuple[int, ...]]:
+    """The kernel_set group's options, name -> kernels, from conf/kernel_set/*.yaml (their only definition;
+    set1 is SNASNet's). A file's `name:` must be its option name."""
+    sets = {}
+    for path in sorted((conf / "kernel_set").glob("*.yaml"), key=lambda p: (len(p.stem), p.stem)):
+        option = OmegaConf.load(path)
+        if option.get("name") != path.stem:
+            raise KssError(f"{path} names itself {option.get('name')!r}; its name must be {path.stem!r}")
+        sets[path.stem] = tuple(option.kernels)
+    return sets
+
+
+# The paper's kernel sets, as conf/ defines them.
+KERNEL_SETS = read_kernel_sets()
 
 
 def setting_tag(kernels, iters: int | None = None) -> str:

@@ -22,11 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from spikingjelly.activation_based import functional, neuron
+from spikingjelly.activation_based import neuron
 from torch import nn
 
 from kss.errors import KssError
 from kss.space.neurons import PLIF
+from kss.space.ops import op
 from kss.deploy.quantize import Int8Weight
 
 FORMATS = ("nir",)
@@ -42,9 +43,9 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias.detach() - bn.running_mean * scale
 
 
-def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int, stride: int = 1) -> nn.Conv2d:
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=stride, padding=padding,
-                     bias=bias is not None)
+                     dilation=dilation, bias=bias is not None)
     conv.weight.data = weight.clone().float()
     if bias is not None:
         conv.bias.data = bias.clone().float()
@@ -56,7 +57,8 @@ def folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale, shift = _bn_affine(bn)
     weight = _weight(conv)
     stride = conv.stride[0]  # 1, except the stem of a stem_stride=2 model (TinyImageNet)
-    return _conv(weight * scale.view(-1, 1, 1, 1), shift, weight.shape[-1] // 2, stride)
+    dilation = conv.dilation[0]  # 1 for kss's own ops
+    return _conv(weight * scale.view(-1, 1, 1, 1), shift, dilation * (weight.shape[-1] // 2), stride, dilation)
 
 
 def affine(bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -95,33 +97,27 @@ class DeployedCell(nn.Module):
         self.lifs, self.convs, self.pools, self.copies = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         sources = [{"input"}, set(), set(), set()]  # what each node sums, by producer
         for i, j in cell.edges:
-            op, key = cell.ops[f"{i}->{j}"], f"e{i}{j}"
-            if isinstance(op, nn.Identity):
-                kind, made = "skip", sources[i]
-            elif isinstance(op, nn.Sequential) and len(op) == 2:  # LIF -> (conv, BN)
-                kind, made = "conv", {key}
-                self.lifs[key] = plain_neuron(op[0])
-                self.convs[key] = folded(op[1][0][0], op[1][1])
-            else:  # SeqToANNContainer(AvgPool2d(3, 1, 1))
-                kind, made = "pool", {key}
-                self.pools[key] = nn.AvgPool2d(3, stride=1, padding=1)
+            name, key = cell.op_names[f"{i}->{j}"], f"e{i}{j}"
+            stages = op(name)[0].export(cell.ops[f"{i}->{j}"])  # the op registry's NIR form: {stage: layer}
+            made = {key} if stages else sources[i]  # no stage: a skip, the node value itself
+            for stage, layer in stages.items():
+                if not hasattr(self, stage):
+                    self.add_module(stage, nn.ModuleDict())
+                getattr(self, stage)[key] = layer
             if made & sources[j]:
                 self.copies[key] = _conv(torch.eye(channels)[:, :, None, None], None, 0)
                 made = {f"copy {key}"}
             sources[j] |= made
-            self.edges.append((i, j, kind, key))
+            self.edges.append((i, j, tuple(stages), key))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x, None, None, None]
-        for i, j, kind, key in self.edges:
+        for i, j, stages, key in self.edges:
             if nodes[i] is None:  # a node without inputs (pruned genotypes have none; kept for safety)
                 continue
-            if kind == "skip":
-                out = nodes[i]
-            elif kind == "conv":
-                out = self.convs[key](self.lifs[key](nodes[i]))
-            else:
-                out = self.pools[key](nodes[i])
+            out = nodes[i]
+            for stage in stages:
+                out = getattr(self, stage)[key](out)
             if key in self.copies:
                 out = self.copies[key](out)
             nodes[j] = out if nodes[j] is None else nodes[j] + out
@@ -142,7 +138,7 @@ class Deployed(nn.Module):
         self.cell2 = DeployedCell(net.cell2, spec.c2)
         self.head_bn, self.head_lif = affine(net.head[0]), plain_neuron(net.head[1])
         self.pool, self.flatten = nn.AvgPool2d(spec.sap), nn.Flatten()
-        self.hidden, self.hidden_lif = _linear(net.head[4], bias=False), plain_neuron(net.head[5])
+        self.hidden, self.hidden_lif = _linear(net.pooled_linear, bias=False), plain_neuron(net.head[5])
         self.votes = _linear(net.head[6], bias=True)
         group = spec.population // spec.num_classes
         self.vote = nn.Linear(spec.population, spec.num_classes, bias=False)
@@ -161,15 +157,6 @@ def deployed(net: nn.Module) -> Deployed:
         raise KssError("NIR export supports forward cells only: a backward cell's feedback edges need a one-step "
                        "delay that spikingjelly cannot read back from NIR; export a model with model.cell_type=forward")
     return Deployed(net).eval()
-
-
-@torch.no_grad()
-def run_deployed(model: Deployed, images: torch.Tensor) -> torch.Tensor:
-    """Mean class vote over the timesteps, [B, classes]: the kss network's logits."""
-    functional.reset_net(model)
-    votes = sum(model(images) for _ in range(model.timesteps)) / model.timesteps
-    functional.reset_net(model)
-    return votes
 
 
 def to_nir(net: nn.Module, example: torch.Tensor, path: str | Path):

@@ -84,7 +84,7 @@ def measure_cost(net: nn.Module, images: torch.Tensor, table: CostTable | None =
             m.train()
             m.track_running_stats = False  # normalise with the batch, update nothing
 
-    pooled = net.head[4]  # Linear over average-pooled spikes (see the module docstring)
+    pooled = net.pooled_linear  # Linear over average-pooled spikes (see the module docstring)
     pooled_inputs = []
     hook = pooled.register_forward_pre_hook(lambda m, args: pooled_inputs.append(args[0].sum(dtype=torch.float64).item()))
     spikes, steps, neurons = defaultdict(float), defaultdict(int), {}
@@ -182,6 +182,3 @@ def candidate_figures(cost: dict | None) -> dict:
     return {key: (cost or {}).get(key) for key in CANDIDATE_KEYS}
 
 
-def summary_figures(cost: dict) -> dict:
-    """Everything but the per-layer details, for W&B summaries and tables."""
-    return {k: v for k, v in cost.items() if not isinstance(v, dict)}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kss.errors import KssError
+from kss.space.ops import lookup, op_names
 
 NODES = 4
 CELL_TYPES = ("forward", "backward")
@@ -28,11 +29,6 @@ PUBLISHED = {
     "snasnet_cifar10": "0303 0030 2002 0200",
     "snasnet_cifar100": "0302 0030 3003 0000",
 }
-
-
-def op_names(kernels: Sequence[int]) -> tuple[str, ...]:
-    """The op vocabulary of a kernel set, e.g. (1, 3) -> zero, skip, conv1, conv3, avgpool3."""
-    return ("zero", "skip", *(f"conv{k}" for k in kernels), "avgpool3")
 
 
 def conv_kernel(op: str) -> int | None:
@@ -78,18 +74,13 @@ class Genotype:
                 raise KssError(f"genotype edge {key!r} is not of the form 'i->j'") from None
             if (i, j) not in allowed:
                 raise KssError(f"genotype edge {key} is not an edge of a {cell_type} cell")
-            if not isinstance(op, str) or not (op in ("zero", "skip", "avgpool3") or _is_conv(op)):
+            if not isinstance(op, str) or lookup(op) is None:
                 raise KssError(f"genotype edge {key} has unknown op {op!r}")
             ops[i][j] = op
         return cls(cell_type, tuple(tuple(row) for row in ops))
 
     def __str__(self) -> str:
         return " ".join(f"{i}->{j}:{op}" for i, j, op in self.edges())
-
-
-def _is_conv(op: str) -> bool:
-    k = op[4:]
-    return op.startswith("conv") and k.isdigit() and int(k) % 2 == 1
 
 
 def prune(ops: list[list[str]], cell_type: str) -> list[list[str]]:

@@ -7,7 +7,7 @@ it steps through time itself, calling its ops on one-timestep slices.
 
 With `batch_norm="per_step"` (the default) every BatchNorm normalises each timestep
 with that timestep's statistics, exactly as SNASNet's single-step loop does;
-tests/reference_snasnet.py is an independent transcription of the reference that
+kss/space/reference_snasnet.py is an independent transcription of the reference that
 tests/test_equivalence.py holds this network to, spike for spike.
 """
 
@@ -22,8 +22,9 @@ from torch import nn
 
 from kss.space import fused
 from kss.errors import KssError
-from kss.space.genotype import NODES, Genotype, conv_kernel
+from kss.space.genotype import NODES, Genotype
 from kss.space.neurons import NeuronSpec
+from kss.space.ops import build_op
 
 
 @dataclass
@@ -153,15 +154,8 @@ def conv_bn(c_in: int, c_out: int, kernel: int, per_step: bool) -> nn.Module:
 
 
 def make_op(op: str, channels: int, neuron: NeuronSpec, per_step: bool) -> nn.Module:
-    """One edge: skip, 3x3 average pool, or LIF -> Conv(kxk) -> BN."""
-    if op == "skip":
-        return nn.Identity()
-    if op == "avgpool3":
-        return SeqAvgPool(3, stride=1, padding=1)
-    kernel = conv_kernel(op)
-    if kernel is None:
-        raise KssError(f"unknown op {op!r}")
-    return nn.Sequential(neuron.make("m"), conv_bn(channels, channels, kernel, per_step))
+    """One edge, as the op registry (kss.space.ops) builds it: skip, 3x3 average pool, LIF -> Conv(kxk) -> BN, ..."""
+    return build_op(op, channels, neuron, per_step)
 
 
 class SeqAvgPool(nn.Module):
@@ -199,6 +193,7 @@ class Cell(nn.Module):
         super().__init__()
         self.feedback = genotype.cell_type == "backward"
         self.edges = [(i, j) for i, j, _ in genotype.edges()]  # SNASNet's call order: forward, then feedback
+        self.op_names = {f"{i}->{j}": op for i, j, op in genotype.edges()}  # the registry's names (kss.space.ops)
         self.ops = nn.ModuleDict(
             {f"{i}->{j}": make_op(op, channels, neuron, per_step) for i, j, op in genotype.edges()}
         )
@@ -273,6 +268,11 @@ class SNASNet(nn.Module):
         )
         self._init_weights()
         self.use_memory_format(torch.channels_last if channels_last else torch.contiguous_format)
+
+    @property
+    def pooled_linear(self) -> nn.Module:
+        """The classifier's first Linear, over the average-pooled spikes (head: BN, LIF, pool, dropout, this, ...)."""
+        return self.head[4]
 
     def use_memory_format(self, memory_format: torch.memory_format) -> "SNASNet":
         """Weights and every activation in this layout from now on (images are converted on entry)."""

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
 from kss.errors import KssError
-from kss.space.genotype import NODES, Genotype, conv_kernel, sample_genotype
+from kss.space.genotype import NODES, Genotype
 from kss.space.network import ModelSpec
 from kss.space.neurons import NeuronSpec
+from kss.space.ops import conv_bn_params, op_neurons, op_params
 
 
 def param_breakdown(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec) -> dict[str, int]:
     """Parameters of `build_network(genotype, spec, neuron)` per part, without building it."""
 
-    def conv_bn(c_in: int, c_out: int, k: int) -> int:
-        return c_in * c_out * k * k + 2 * c_out
+    conv_bn = conv_bn_params
 
     def cell(c: int) -> int:
-        return sum(conv_bn(c, c, conv_kernel(op)) for _, _, op in genotype.edges() if conv_kernel(op))
+        return sum(op_params(op, c) for _, _, op in genotype.edges())
 
-    convs_per_cell = sum(1 for _, _, op in genotype.edges() if conv_kernel(op))
-    neuron_layers = 2 * convs_per_cell + 3  # conv edges of both cells, after each cell, classifier
+    edge_neurons = sum(op_neurons(op) for _, _, op in genotype.edges())  # the conv edges' LIFs
+    neuron_layers = 2 * edge_neurons + 3  # the edges of both cells, after each cell, classifier
     return {
         "stem": conv_bn(spec.in_channels, spec.c1, 3),
         "cell 1": cell(spec.c1),
@@ -73,16 +69,6 @@ def parts_formula(name: str, spec: ModelSpec) -> str:
         side = spec.cell2_size // spec.sap
         return f"{spec.c2} ch x {side}x{side} x {spec.hidden}"
     return "see kss.space.params.param_breakdown"
-
-
-def param_range(spec: ModelSpec, neuron: NeuronSpec, kernels: Sequence[int], samples: int = 2000,
-                seed: int = 0) -> dict[str, int]:
-    """Min / median / max parameters over `samples` genotypes drawn as the search draws them."""
-    if samples < 1:
-        raise KssError(f"samples must be >= 1 (got {samples})")
-    rng = np.random.default_rng(seed)
-    counts = [count_params(sample_genotype(rng, kernels, spec.cell_type), spec, neuron) for _ in range(samples)]
-    return {"min": int(np.min(counts)), "median": int(np.median(counts)), "max": int(np.max(counts))}
 
 
 def memory_bytes(params: int) -> dict[str, int]:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from spikingjelly.activation_based import functional
 
 from kss.errors import KssError
 from kss.deploy.evaluate import EVAL, run_eval
-from kss.deploy.export import deployed, run_deployed, run_graph, to_nir
+from kss.deploy.export import Deployed, deployed, run_graph, to_nir
 from kss.space.genotype import Genotype, load_genotype, sample_genotype
 from kss.space.network import ModelSpec, build_network
 from kss.space.neurons import NeuronSpec
@@ -225,3 +226,12 @@ def test_bad_eval_input(trained, tmp_path):
         run_eval(cfg("eval", f"ckpt_path={tmp_path}"), tmp_path)
     assert not (tmp_path / EVAL).exists()
     assert (run / METRICS).exists()
+
+
+@torch.no_grad()
+def run_deployed(model: Deployed, images: torch.Tensor) -> torch.Tensor:
+    """Mean class vote over the timesteps, [B, classes]: the kss network's logits."""
+    functional.reset_net(model)
+    votes = sum(model(images) for _ in range(model.timesteps)) / model.timesteps
+    functional.reset_net(model)
+    return votes

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
+from kss import config as C
 from kss.errors import Interrupted, KssError
 from kss.search.records import CANDIDATES, SUMMARY, read_candidates
 from kss.tasks.search import run_search
@@ -163,10 +164,21 @@ def test_iteration_presets(compose_cfg, preset, iters):
     assert compose_cfg(f"iterations={preset}", "iters=7", tiny=False).iters == 7
 
 
-def test_every_kernel_set_composes(compose_cfg):
-    for i, kernels in enumerate([[1, 3], [1, 5], [3, 5], [1, 7], [3, 7], [5, 7]], start=1):
-        cfg = compose_cfg(f"kernel_set=set{i}", tiny=False)
-        assert list(cfg.kernel_set.kernels) == kernels and cfg.kernel_set.name == f"set{i}"
+def test_every_kernel_set_composes_to_the_table_kss_reads(compose_cfg):
+    assert len(C.KERNEL_SETS) == 6 and C.KERNEL_SETS["set1"] == (1, 3)  # the paper's six; set1 is SNASNet's
+    for name, kernels in C.KERNEL_SETS.items():
+        cfg = compose_cfg(f"kernel_set={name}", tiny=False)
+        assert tuple(cfg.kernel_set.kernels) == kernels and cfg.kernel_set.name == name
+        assert C.kernel_set(cfg) == (name, list(kernels))
+    custom = compose_cfg("kernel_set.kernels=[3,9]", tiny=False)
+    assert C.kernel_set(custom) == ("custom", [3, 9])
+
+
+def test_a_kernel_set_file_must_carry_its_own_name(tmp_path):
+    (tmp_path / "kernel_set").mkdir()
+    (tmp_path / "kernel_set" / "set7.yaml").write_text("name: set1\nkernels: [9, 11]\n")
+    with pytest.raises(KssError, match=r"set7.yaml names itself 'set1'; its name must be 'set7'"):
+        C.read_kernel_sets(tmp_path)
 
 
 @pytest.mark.parametrize(

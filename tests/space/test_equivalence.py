@@ -1,4 +1,4 @@
-"""kss's multi-step network against the reference transcription (tests/reference_snasnet.py).
+"""kss's multi-step network against the reference transcription (kss/space/reference_snasnet.py).
 
 With identical weights and input, kss's fast path (multi-step, channels-last, no-grad LIF,
 per-step BN, one Gram product per layer) must give the reference's spikes in every layer
@@ -21,7 +21,7 @@ from kss.space.genotype import Genotype, load_genotype, sample_genotype
 from kss.space.network import ModelSpec, scoring_network
 from kss.space.neurons import NeuronSpec
 from kss.search.score import score_network
-from tests.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips
+from kss.space.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips
 
 SPEC = dict(in_channels=1, image_size=16, num_classes=10, c1=6, c2=8, population=20, hidden=24, sap=2,
             timesteps=3, dropout=0.5)

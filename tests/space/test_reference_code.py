@@ -33,7 +33,7 @@ from kss.space.genotype import sample_genotype
 from kss.space.network import ModelSpec, scoring_network
 from kss.space.neurons import NeuronSpec
 from kss.search.score import score_network
-from tests.reference_snasnet import con_mat, load_from_kss, spike_flips
+from kss.space.reference_snasnet import con_mat, load_from_kss, spike_flips
 
 FOLDER = os.environ.get("KSS_SNASNET_DIR")
 pytestmark = pytest.mark.skipif(
