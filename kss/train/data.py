@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,26 +31,6 @@ _FASHION_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _ALTERNATIVES = "pass dataset=fashion_mnist / dataset=synthetic"
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    in_channels: int
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": DatasetInfo(3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "fashion_mnist": DatasetInfo(1, 28, 10, (0.2860,), (0.3530,)),
-    # SNASNet's third dataset (its utils.py: ImageNet's mean and std); read from tiny-imagenet-200/
-    "tinyimagenet": DatasetInfo(3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # Synthetic defaults; its images are generated already centred, so no Normalize.
-    "synthetic": DatasetInfo(3, 8, 10, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
 
 
 def _one_line(err: BaseException) -> str:
@@ -131,6 +112,21 @@ def tiny_imagenet_files(folder: Path, train: bool) -> tuple[list[Path], np.ndarr
     return files, np.asarray(labels, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int = 2  # SNASNet's random-crop padding when augmenting
+    # (datamodule, train) -> (images: uint8 arrays or image files, labels); None: generated (synthetic)
+    read: Callable[[KssDataModule, bool], tuple] | None = None
+    # where a missing dataset was looked for, and what to do, for the one-line error (None: `read` says it)
+    places: Callable[[Path], list[Path]] | None = None
+    fix: str = ""
+
+
 class KssDataModule(lightning.LightningDataModule):
     """One datamodule for all kss datasets.
 
@@ -185,8 +181,7 @@ class KssDataModule(lightning.LightningDataModule):
     def _transforms(self):
         info = DATASETS[self.name]
         finish = [T.ToTensor(), T.Normalize(info.mean, info.std)]
-        pad = {"cifar10": 4, "cifar100": 4, "tinyimagenet": 8}.get(self.name, 2)  # SNASNet's crops
-        augment = [T.RandomCrop(self.image_size, padding=pad), T.RandomHorizontalFlip()]
+        augment = [T.RandomCrop(self.image_size, padding=info.crop_padding), T.RandomHorizontalFlip()]
         return T.Compose((augment if self.augment else []) + finish), T.Compose(finish)
 
     def _synthetic(self):
@@ -233,22 +228,13 @@ class KssDataModule(lightning.LightningDataModule):
             raise
 
     def _arrays(self, train: bool) -> tuple[np.ndarray | list[Path], np.ndarray]:
-        if self.name == "tinyimagenet":
-            return tiny_imagenet_files(self.root / TINY_IMAGENET, train)
-        if self.name == "fashion_mnist":
-            places = [DEBIAN_FASHION_MNIST, self.root / "FashionMNIST" / "raw"]
-            fix = (f"install Debian's dataset-fashion-mnist, download it on a machine with internet "
-                   f"into {self.root}, or pass dataset=synthetic")
-        else:
-            cls = tvd.CIFAR10 if self.name == "cifar10" else tvd.CIFAR100
-            places = [self.root / cls.base_folder]
-            fix = f"download it on a machine with internet into {self.root}, or {_ALTERNATIVES}"
+        info = DATASETS[self.name]
+        if info.places is None:
+            return info.read(self, train)
+        places, fix = info.places(self.root), info.fix.format(root=self.root)
         try:
             with self._download_lock():
-                if self.name == "fashion_mnist":
-                    return self._fashion_arrays(train)
-                ds = cls(str(self.root), train=train, download=self.download)
-            return ds.data, np.asarray(ds.targets, dtype=np.int64)
+                return info.read(self, train)
         except Exception as e:  # noqa: BLE001 - any reader failure becomes one readable line
             present = any(p.is_dir() and any(p.iterdir()) for p in places)
             where = " or ".join(map(str, places))
@@ -261,7 +247,7 @@ class KssDataModule(lightning.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:  # Lightning calls setup once per stage; load once
             return
-        if self.name == "synthetic":
+        if DATASETS[self.name].read is None:  # synthetic
             train_eval, test = self._synthetic()
             train_aug = train_eval  # tensors, no transforms
         else:
@@ -319,3 +305,39 @@ class KssDataModule(lightning.LightningDataModule):
             chunks = torch.stack([torch.randperm(n, generator=g)[:batch_size] for _ in range(repeats)])
         # Index image by image: only the needed images are decoded and transformed.
         return [torch.stack([self._search_set[i][0] for i in row.tolist()]) for row in chunks]
+
+
+def _read_cifar(cls):
+    def read(data: KssDataModule, train: bool):
+        ds = cls(str(data.root), train=train, download=data.download)
+        return ds.data, np.asarray(ds.targets, dtype=np.int64)
+
+    return read
+
+
+def _read_fashion(data: KssDataModule, train: bool):
+    return data._fashion_arrays(train)
+
+
+def _read_tiny_imagenet(data: KssDataModule, train: bool):
+    return tiny_imagenet_files(data.root / TINY_IMAGENET, train)
+
+
+# A dataset is one entry here and its conf/dataset/<name>.yaml (plus conf/model/for_<name>.yaml, the model it gets).
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4,
+                           read=_read_cifar(tvd.CIFAR10), places=lambda root: [root / tvd.CIFAR10.base_folder],
+                           fix=f"download it on a machine with internet into {{root}}, or {_ALTERNATIVES}"),
+    "cifar100": DatasetInfo(3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4,
+                            read=_read_cifar(tvd.CIFAR100), places=lambda root: [root / tvd.CIFAR100.base_folder],
+                            fix=f"download it on a machine with internet into {{root}}, or {_ALTERNATIVES}"),
+    "fashion_mnist": DatasetInfo(1, 28, 10, (0.2860,), (0.3530,), read=_read_fashion,
+                                 places=lambda root: [DEBIAN_FASHION_MNIST, root / "FashionMNIST" / "raw"],
+                                 fix="install Debian's dataset-fashion-mnist, download it on a machine with internet "
+                                     "into {root}, or pass dataset=synthetic"),
+    # SNASNet's third dataset (its utils.py: ImageNet's mean and std); read from tiny-imagenet-200/ (its own errors)
+    "tinyimagenet": DatasetInfo(3, 64, 200, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop_padding=8,
+                                read=_read_tiny_imagenet),
+    # Synthetic defaults; its images are generated already centred, so no Normalize.
+    "synthetic": DatasetInfo(3, 8, 10, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
