@@ -11,7 +11,9 @@ from kss.errors import KssError
 from kss.train.module import SpikingClassifier
 from kss.search.records import SUMMARY
 from kss.tasks.search import run_search
-from kss.tasks.train import CHECKPOINTS, METRICS, run_train
+from kss.space.genotype import Genotype, check_fits
+from kss.space.params import count_params
+from kss.tasks.train import CHECKPOINTS, METRICS, make_loggers, optional_callbacks, run_train
 
 TRAIN = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2",
          "iters=2", "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32"]
@@ -28,11 +30,19 @@ def train_cfg(compose_cfg):
 @pytest.mark.parametrize("cell_type", ["forward", "backward"])
 @pytest.mark.parametrize("kernel_set", ["set1", "set5"])
 def test_fast_dev_run(train_cfg, tmp_path, cell_type, kernel_set):
-    metrics = run_train(train_cfg(f"model.cell_type={cell_type}", f"kernel_set={kernel_set}",
-                                  "trainer.fast_dev_run=true"), tmp_path)
+    cfg = train_cfg(f"model.cell_type={cell_type}", f"kernel_set={kernel_set}", "trainer.fast_dev_run=true")
+    metrics = run_train(cfg, tmp_path)
     assert 0 <= metrics["test_acc"] <= 1
     assert metrics["genotype"]["cell_type"] == cell_type
     assert metrics["kernels"] == list(C.KERNEL_SETS[kernel_set])
+    # the network trained and tested is the search's winner, counted as the search counted it
+    winner = json.loads((tmp_path / SUMMARY).read_text())
+    genotype = Genotype.from_json(metrics["genotype"])
+    check_fits(genotype, C.KERNEL_SETS[kernel_set], cell_type)
+    assert metrics["genotype"] == winner["best_genotype"] and metrics["search_score"] == winner["best_score"]
+    spec = C.model_spec(cfg, C.data_module(cfg))
+    assert metrics["params"] == winner["params"] == count_params(genotype, spec, C.neuron_spec(cfg))
+    assert metrics["epochs"] == 1 and metrics["test_acc"] is not None
 
 
 def test_search_callback_saves_the_search_as_search_py_does(train_cfg, compose_cfg, tmp_path):
@@ -245,6 +255,28 @@ def test_every_config_option_instantiates(compose_cfg):
         assert "max_epochs" in compose_cfg(f"trainer={option}", config_name="train").trainer
     for option in sorted(p.stem for p in (conf / "experiment").glob("*.yaml")):
         compose_cfg(f"experiment={option}", config_name="train", tiny=False)
+    for option in sorted(p.stem for p in (conf / "callbacks").glob("*.yaml")):
+        cfg = compose_cfg(f"callbacks={option}", "progress=true", config_name="train")
+        made = optional_callbacks(cfg)
+        assert len(made) == len([s for s in (cfg.get("callbacks") or {}).values() if s is not None])
+        assert all(isinstance(c, L.Callback) for c in made), option
+    for option in sorted(p.stem for p in (conf / "logger").glob("*.yaml")):
+        cfg = compose_cfg(f"logger={option}", "dataset=synthetic", config_name="train", tiny=False)
+        kinds = [type(logger).__name__ for logger in make_loggers(cfg, Path("unused"))]
+        assert kinds == ["CSVLogger", *(["WandbLogger"] if cfg.wandb.mode != "disabled" else []),
+                         *(["TensorBoardLogger"] if cfg.tensorboard else [])], option
+    for option in sorted(p.stem for p in (conf / "dataset").glob("*.yaml")):
+        cfg = compose_cfg(f"dataset={option}", config_name="train", tiny=False)
+        data = C.data_module(cfg)  # constructed, not loaded: nothing is downloaded
+        assert data.name == option and min(data.in_channels, data.image_size, data.num_classes) >= 1
+        assert cfg.model.c1 > 0  # the dataset's model (model: for_<dataset>) composes too
+    genotype = Genotype.from_json({"cell_type": "forward", "edges": {"0->3": "conv3"}})
+    for option in sorted(p.stem for p in (conf / "model").glob("*.yaml")):
+        dataset = "tinyimagenet" if "tinyimagenet" in option else "cifar100" if "cifar100" in option else "cifar10"
+        cfg = compose_cfg(f"model={option}", f"dataset={dataset}", config_name="train", tiny=False)
+        spec = C.model_spec(cfg, C.data_module(cfg))
+        spec.validate([1, 3])
+        assert count_params(genotype, spec, C.neuron_spec(cfg)) > spec.features * spec.hidden > 0, option
 
 
 def test_each_run_gets_its_own_finished_wandb_run_and_tensorboard(train_cfg, tmp_path):
