@@ -33,7 +33,8 @@ from kss.errors import KssError
 from kss.io import write_lines
 from kss.search.candidate import candidate_rngs, evaluate_candidate
 from kss.search.progress import interruptible, say_how_long
-from kss.search.records import record_settings
+from kss.runlock import run_lock
+from kss.search.records import SETTLE_SECONDS, record_settings
 from kss.search.score import check_precision
 from kss.search.setup import use_fused
 from kss.search.strategies import MEMORY, STUDY, open_storage, shown
@@ -106,10 +107,12 @@ def open_study(setup, out_dir: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(setup, out_dir)
-    storage = open_storage(url)
     directions = ["maximize", "minimize"] if setup.strategy == "pareto" else ["maximize"]
-    study = optuna.create_study(storage=storage, study_name=f"kss-{Path(out_dir).resolve().name}",
-                                directions=directions, load_if_exists=True)
+    # one worker at a time creates the database's tables and the study (two at once: "table ... already exists")
+    with run_lock(out_dir, wait=SETTLE_SECONDS):
+        storage = open_storage(url)
+        study = optuna.create_study(storage=storage, study_name=f"kss-{Path(out_dir).resolve().name}",
+                                    directions=directions, load_if_exists=True)
     if not study.metric_names:  # the dashboard's axis labels
         study.set_metric_names(["R", setup.minimise] if setup.strategy == "pareto" else ["R"])
     settings = json.loads(json.dumps(setup.settings() | {"shards": 1}))  # one study, any number of workers
