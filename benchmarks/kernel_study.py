@@ -127,7 +127,7 @@ def summarise(args) -> None:
              "",
              f"Each set's winner of one {args.iters}-candidate search (seed 0), trained with seeds "
              f"{', '.join(map(str, args.seeds))}. Test accuracy of the best-validation checkpoint; energy per test image "
-             "of the trained network (kss.cost, 45 nm table).",
+             "of the trained network (kss.space.cost, 45 nm table).",
              "",
              "| kernel set | seed | test acc | best val acc | params | energy (uJ/image) | R | train s |",
              "|---|---|---|---|---|---|---|---|"]
