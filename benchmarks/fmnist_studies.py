@@ -208,7 +208,7 @@ def selection_summary(args, preset: dict) -> dict:
     """Test accuracy per method (mean, sd over seeds), paired differences against the halving winner."""
     import numpy as np
 
-    from kss.stats import paired_difference
+    from kss.study.stats import paired_difference
 
     out = args.out / STUDIES["select"]
     halving = json.loads((out / "halving" / "search.json").read_text())
