@@ -12,8 +12,11 @@ MEMORY = ("memory", "sqlite:///:memory:", "sqlite://")  # an in-memory study: on
 
 def check_strategy(setup) -> None:
     """One line for a strategy, objective or storage that cannot work (SearchSetup calls this)."""
+    if setup.strategy == "halving":  # search.py and train.py run it (kss.tasks.halving); a training-free search cannot
+        raise KssError("search.strategy=halving trains its candidates and is not a training-free search: run it with "
+                       "python search.py search.strategy=halving ... (or train.py, which then trains its winner)")
     if setup.strategy not in STRATEGIES:
-        raise KssError(f"unknown search.strategy {setup.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        raise KssError(f"unknown search.strategy {setup.strategy!r}; use one of {', '.join(STRATEGIES)}, halving")
     if setup.strategy == "random":
         return
     if setup.strategy == "pareto":

@@ -84,6 +84,8 @@ def check_study(cfg: DictConfig, kernel_sets: list) -> None:
         raise KssError(f"proxy.epochs is the training budget and must be a positive integer (got {p.epochs})")
     if not 0 < p.train_fraction <= 1:
         raise KssError(f"proxy.train_fraction must be in (0, 1] (got {p.train_fraction})")
+    if p.get("seed_archs", 2) < 2:
+        raise KssError(f"proxy.seed_archs must be >= 2: the top-scored and the median architecture (got {p.seed_archs})")
     if p.long_factor < 1 or p.seeds < 1:
         raise KssError(f"proxy.long_factor and proxy.seeds must be >= 1 (got {p.long_factor}, {p.seeds})")
 
@@ -291,6 +293,13 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `proxy.py`: config in, proxy.json's content out."""
     out_dir = Path(out_dir or C.run_dir())
     kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
+    if cfg.proxy.get("calibrate", False) not in (True, False):
+        raise KssError(f"proxy.calibrate must be true or false (got {cfg.proxy.calibrate!r})")
+    if cfg.proxy.get("calibrate"):  # the budget calibration instead of the study (kss.study.calibration)
+        from kss.study.calibration import run_calibration
+
+        refuse_shards(cfg, "proxy.py")
+        return run_calibration(cfg, out_dir, kernel_sets, C.resolve_device(cfg.device))
     check_study(cfg, kernel_sets)
     device = C.resolve_device(cfg.device)
     if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve
@@ -300,7 +309,7 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     checked()  # the config tree (extras.print_config), once the input is valid
     p = cfg.proxy
     picks = collect_picks(cfg, out_dir, kernel_sets, device)
-    total = len(picks) + 2 * (p.seeds - 1) + min(p.long_archs, len(picks))
+    total = len(picks) + max(2, min(p.get("seed_archs", 2), len(picks))) * (p.seeds - 1) + min(p.long_archs, len(picks))
     done = 0
 
     def progress(what: str) -> None:
@@ -313,10 +322,15 @@ def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         progress(f"{pick['kernel_set']} #{pick['index']}")
         rows.append(pick | {"val_acc": train_pick(cfg, out_dir, pick, cfg.seed, p.epochs)})
 
-    # Seed noise: the top-scored and the median-scored architecture, p.seeds training seeds each.
+    # Seed noise: the top-scored and the median-scored architecture (and proxy.seed_archs - 2 more, spread over
+    # the score range), p.seeds training seeds each.
     by_score = sorted(rows, key=lambda r: r["hamming"])
     seed_noise = {}
-    for label, row in (("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])):
+    noisy = [("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])]
+    rest = [r for r in by_score if all(r is not row for _, row in noisy)]
+    extra_archs = max(0, min(p.get("seed_archs", 2), len(rows)) - 2)  # more, spread over the score range
+    noisy += [(f"spread_{i}", row) for i, row in enumerate(spread(rest, extra_archs, "hamming") if extra_archs else [])]
+    for label, row in noisy:
         runs = {cfg.seed: row["val_acc"]}
         for extra in range(1, p.seeds):
             progress(f"{label}, seed {cfg.seed + extra}")

@@ -211,6 +211,13 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
     refuse_shards(cfg, "train.py")  # it would train the best of one shard's candidates
     out_dir = Path(out_dir or C.run_dir())
+    if cfg.genotype is None and (cfg.get("search") or {}).get("strategy") == "halving" and not cfg.get("search_only"):
+        # multi-fidelity search first (kss.tasks.halving: its rungs and search.json in the run dir), then train its winner
+        from kss.tasks.halving import run_halving
+
+        check_training_config(cfg)
+        run_halving(cfg, out_dir)
+        cfg = C.job_config(cfg, genotype=str(out_dir / SUMMARY))
     if cfg.get("search_only"):
         return run_search(cfg, out_dir)
     check_training_config(cfg)
@@ -218,6 +225,8 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     if done.exists():
         metrics = json.loads(done.read_text())
         changed = sorted(k for k, v in run_settings(cfg).items() if metrics.get("settings", {}).get(k) != v)
+        if "genotype" in changed and same_architecture(cfg, metrics):  # the same cell, by another path
+            changed.remove("genotype")
         if changed:
             hint = " (a cosine schedule's T_max follows trainer.max_epochs)" if "scheduler" in changed else ""
             raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
@@ -227,6 +236,17 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             return metrics
     with run_lock(out_dir, cfg.get("lock_wait", False)):
         return _train(cfg, out_dir, done)
+
+
+def same_architecture(cfg: DictConfig, metrics: dict) -> bool:
+    """Whether cfg.genotype names the architecture a finished run trained, though by another path (the run
+    directory moved to another machine or checkout, with the genotype files beside it)."""
+    if cfg.genotype is None or metrics.get("genotype") is None:
+        return False
+    try:
+        return load_genotype(str(cfg.genotype)).to_json() == metrics["genotype"]
+    except (KssError, OSError, ValueError):
+        return False
 
 
 def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:

@@ -1,0 +1,352 @@
+"""The long Fashion-MNIST studies of issue 20, resumable across machines.
+
+    python benchmarks/fmnist_studies.py calibrate    # (a) reliability per budget: 12 set3 archs x 2 seeds at 0.3/1/3 epochs
+    python benchmarks/fmnist_studies.py proxy        # (b) >= 60 set3 archs at the calibrated budget, 10 of them at 3 seeds
+    python benchmarks/fmnist_studies.py select       # (c) halving winner vs R-argmax of 500 vs random vs smallest vs largest
+    python benchmarks/fmnist_studies.py status       # what is finished, what is left, and the command that continues
+    (add --dry-run to print the commands instead of running them)
+
+Each study runs the project's own scripts (proxy.py, search.py, train.py) as subprocesses into
+outputs/fmnist_studies/<study>/ (fixed run directories, so a rerun resumes). While a step runs and when it
+ends, every finished record (metrics.json of each training, search.json / candidates.jsonl /
+search_settings.json / study.db of each search, picks.json, the study tables) is copied to
+docs/results/<study>/ under the same relative path; before running, what is there and missing locally is
+copied back. So a new machine (a fresh checkout) continues from the committed files: finished trainings are
+reported from their metrics.json, searches resume from their candidates or study, and only unfinished
+trainings run again (from scratch: checkpoints are not committed).
+
+--preset synthetic runs the same plan on the synthetic dataset with tiny budgets (the tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = {"calibrate": "fmnist_calibration", "proxy": "fmnist_proxy60", "select": "fmnist_selection"}
+SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.jsonl", "picks.json", "calibration.json",
+         "calibration.md", "proxy.json", "proxy.md", "proxy.csv", "halving.md", "selection.json", "selection.md")
+SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
+SYNC_SECONDS = 60
+
+PRESETS = {
+    "fmnist": {
+        "common": ["experiment=fmnist_cpu", "wandb.mode=disabled", "progress=false", "extras=none"],
+        "kernel_set": "set3",
+        "calibration": ["iters=200", "proxy.calibration.archs=12", "proxy.calibration.seeds=2",
+                        "proxy.calibration.budgets=[0.3,1,3]"],
+        "proxy": ["iters=500", "proxy.per_set=64", "proxy.seeds=3", "proxy.seed_archs=10", "proxy.long_archs=0"],
+        "r_iters": 500,
+        "halving": ["search.halving.pool=27", "search.halving.eta=3", "search.halving.budgets=[0.111,0.333,1,3]"],
+        "final": ["trainer.max_epochs=2"],
+        "seeds": [0, 1, 2],
+    },
+    "synthetic": {  # the plan in miniature, for tests: synthetic data, tiny model, fractions of an epoch
+        "common": ["dataset=synthetic", "model=tiny", "dataset.train_size=96", "dataset.val_size=32", "score.batch_size=32",
+                   "dataset.test_size=16", "optimizer=adam", "optimizer.lr=1e-2", "callbacks=none", "device=cpu",
+                   "wandb.mode=disabled", "progress=false", "extras=none"],
+        "kernel_set": "set3",
+        "calibration": ["iters=6", "proxy.calibration.archs=3", "proxy.calibration.seeds=2",
+                        "proxy.calibration.budgets=[0.25,0.5]", "proxy.bootstrap=50"],
+        "proxy": ["iters=8", "proxy.per_set=3", "proxy.seeds=2", "proxy.seed_archs=3", "proxy.long_archs=0",
+                  "proxy.bootstrap=50"],
+        "r_iters": 8,
+        "halving": ["search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]"],
+        "final": ["trainer.max_epochs=1"],
+        "seeds": [0, 1],
+    },
+}
+METHODS = ("halving", "r_argmax", "random", "smallest", "largest")
+
+
+class Step:
+    """One command of a study: its script, its arguments, its run directory and the file that marks it done."""
+
+    def __init__(self, name: str, script: str, args: list[str], run_dir: Path, done_file: str):
+        self.name, self.script, self.args, self.run_dir, self.done_file = name, script, args, run_dir, done_file
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / self.done_file).exists()
+
+    def argv(self) -> list[str]:
+        return [sys.executable, f"{self.script}.py", *self.args, f"hydra.run.dir={self.run_dir}"]
+
+
+# --- saving to and restoring from docs/results/<study>/ ---
+
+def saved_files(root: Path):
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not any(part in SKIPPED_DIRS for part in path.relative_to(root).parts) and (
+                path.name in SAVED or path.name == "study.db" or path.parent.name == "genotypes"):
+            yield path
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.name == "study.db":  # SQLite through its backup API: consistent while a search writes it
+        source, target = sqlite3.connect(src), sqlite3.connect(dst)
+        with target:
+            source.backup(target)
+        source.close(), target.close()
+    else:
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copy2(src, tmp)
+        tmp.replace(dst)
+
+
+def save(out: Path, results: Path) -> int:
+    """Copy every finished record under `out` to `results` (new or changed files); returns how many."""
+    copied = 0
+    if not out.exists():
+        return 0
+    for src in saved_files(out):
+        dst = results / src.relative_to(out)
+        if src.name == "metrics.json" and not _finished_training(src):
+            continue
+        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
+            copy_file(src, dst)
+            copied += 1
+    return copied
+
+
+def _finished_training(path: Path) -> bool:
+    try:
+        return "best_val_acc" in json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def restore(results: Path, out: Path) -> int:
+    """Copy what `results` holds and `out` lacks back into `out` (never over a local file); returns how many."""
+    restored = 0
+    if not results.exists():
+        return 0
+    for src in saved_files(results):
+        dst = out / src.relative_to(results)
+        if not dst.exists():
+            copy_file(src, dst)
+            restored += 1
+    return restored
+
+
+# --- the studies' plans ---
+
+def calibrate_plan(args, preset: dict) -> list[Step]:
+    out = args.out / STUDIES["calibrate"]
+    return [Step("calibration", "proxy", [*preset["common"], f"kernel_sets=[{preset['kernel_set']}]", "proxy.calibrate=true",
+                                          "name=fmnist_calibration", *preset["calibration"]], out, "calibration.json")]
+
+
+def calibrated_budget(args) -> list[str]:
+    """proxy.epochs / proxy.train_fraction: given, or the calibration's cheapest budget with reliability >= 0.7."""
+    if args.epochs is not None:
+        return [f"proxy.epochs={args.epochs}", f"proxy.train_fraction={args.fraction}"]
+    for where in (args.out / STUDIES["calibrate"], args.results / STUDIES["calibrate"]):
+        if (where / "calibration.json").exists():
+            cheapest = json.loads((where / "calibration.json").read_text())["cheapest"]
+            if cheapest is None:
+                raise SystemExit("the calibration found no budget with reliability >= its target; pass --epochs and "
+                                 "--fraction to run the proxy study anyway")
+            return cheapest["overrides"].split()
+    raise SystemExit("no calibration yet: run `calibrate` first, or pass --epochs N --fraction F")
+
+
+def proxy_plan(args, preset: dict) -> list[Step]:
+    out = args.out / STUDIES["proxy"]
+    return [Step("proxy study", "proxy", [*preset["common"], f"kernel_sets=[{preset['kernel_set']}]", "name=fmnist_proxy60",
+                                          *preset["proxy"], *calibrated_budget(args)], out, "proxy.json")]
+
+
+def select_search_plan(args, preset: dict) -> list[Step]:
+    out = args.out / STUDIES["select"]
+    common = [*preset["common"], f"kernel_set={preset['kernel_set']}"]
+    return [Step("R search", "search", [*common, f"iters={preset['r_iters']}"], out / "search_r", "search.json"),
+            Step("halving", "search", [*common, "search.strategy=halving", *preset["halving"]], out / "halving",
+                 "search.json")]
+
+
+def selected_genotypes(args) -> dict[str, Path]:
+    """The five architectures compared: the halving winner (its search.json), the R-argmax, a random
+    candidate (seeded), the smallest and the largest scored candidate of the R search (genotype files)."""
+    import numpy as np
+
+    out = args.out / STUDIES["select"]
+    records = [json.loads(line) for line in (out / "search_r" / "candidates.jsonl").read_text().splitlines() if line]
+    scored = [r for r in records if r["status"] == "scored"]
+    picks = {"r_argmax": max(scored, key=lambda r: (r["score"], -r["index"])),
+             "random": scored[int(np.random.default_rng(20).integers(len(scored)))],
+             "smallest": min(scored, key=lambda r: (r["params"], r["index"])),
+             "largest": max(scored, key=lambda r: (r["params"], -r["index"]))}
+    files = {"halving": out / "halving" / "search.json"}
+    for name, record in picks.items():
+        path = out / "genotypes" / f"{name}.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record["genotype"] | {"source_index": record["index"]}, indent=2) + "\n")
+        files[name] = path
+    return files
+
+
+def select_final_plan(args, preset: dict) -> list[Step]:
+    out = args.out / STUDIES["select"]
+    files = selected_genotypes(args)
+    common = [*preset["common"], f"kernel_set={preset['kernel_set']}", *preset["final"]]
+    return [Step(f"{name} seed {seed}", "train", [*common, f"genotype={files[name]}", f"seed={seed}"],
+                 out / "final" / f"{name}_seed{seed}", "metrics.json")
+            for seed in preset["seeds"] for name in METHODS]
+
+
+def selection_summary(args, preset: dict) -> dict:
+    """Test accuracy per method (mean, sd over seeds), paired differences against the halving winner."""
+    import numpy as np
+
+    from kss.study.stats import paired_difference
+
+    out = args.out / STUDIES["select"]
+    halving = json.loads((out / "halving" / "search.json").read_text())
+    search = json.loads((out / "search_r" / "search.json").read_text())
+    rows = {}
+    for name in METHODS:
+        runs = [json.loads(p.read_text()) for seed in preset["seeds"]
+                if (p := out / "final" / f"{name}_seed{seed}" / "metrics.json").exists()]
+        accs = [r["test_acc"] for r in runs]
+        rows[name] = {"seeds": [r["seed"] for r in runs], "test_acc": accs, "params": runs[0]["params"] if runs else None,
+                      "mean": float(sum(accs) / len(accs)) if accs else None,
+                      "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+                      "energy_uj": runs[0].get("energy_uj") if runs else None}
+    diffs = {}
+    for name in METHODS[1:]:
+        a, b = rows[name], rows["halving"]
+        common = sorted(set(a["seeds"]) & set(b["seeds"]))
+        if len(common) >= 2:
+            pick = lambda row: [row["test_acc"][row["seeds"].index(s)] for s in common]  # noqa: E731
+            diffs[name] = paired_difference(pick(a), pick(b))
+    return {"dataset": halving.get("dataset"), "kernel_set": halving.get("kernel_set"), "methods": rows,
+            "minus_halving": diffs, "final_training": preset["final"],
+            "selection_cost": {"halving_training_epochs": halving["training_epochs"],
+                               "halving_train_seconds": halving["search_seconds"],
+                               "r_search_seconds": search["search_seconds"], "r_search_candidates": search["iters"]}}
+
+
+def selection_markdown(summary: dict) -> str:
+    lines = [f"# Selection ({summary['dataset']}, {summary['kernel_set']}): which architecture trains best?", "",
+             f"Each architecture trained with the same final budget ({' '.join(summary['final_training'])}) and the "
+             "seeds listed; **test** accuracy (the selections saw only validation accuracy or nothing). Selection cost: "
+             f"halving {summary['selection_cost']['halving_training_epochs']:.2f} training epochs "
+             f"({summary['selection_cost']['halving_train_seconds'] / 60:.0f} min), R search of "
+             f"{summary['selection_cost']['r_search_candidates']} candidates "
+             f"({summary['selection_cost']['r_search_seconds'] / 60:.0f} min).", "",
+             "| method | params | seeds | test acc mean | sd | minus halving (paired) | p |", "|---|---|---|---|---|---|---|"]
+    for name, row in summary["methods"].items():
+        d = summary["minus_halving"].get(name)
+        mean = "n/a" if row["mean"] is None else f"{100 * row['mean']:.2f}"
+        sd = "n/a" if row["sd"] is None else f"{100 * row['sd']:.2f}"
+        diff = "-" if d is None else f"{100 * d['mean_diff']:+.2f} ± {100 * d['std_diff']:.2f}"
+        p = "-" if d is None else f"{d['p_value']:.2g}"
+        lines.append(f"| {name} | {row['params']} | {len(row['seeds'])} | {mean} | {sd} | {diff} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- running ---
+
+def run_step(step: Step, args, study: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {step.name}: {' '.join(step.argv()[1:])}", flush=True)
+    if args.dry_run:
+        return
+    process = subprocess.Popen(step.argv(), cwd=ROOT)
+    try:
+        while process.poll() is None:
+            time.sleep(args.sync_seconds)
+            save(args.out / study, args.results / study)
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+        raise
+    finally:
+        save(args.out / study, args.results / study)
+    if process.returncode != 0:
+        raise SystemExit(f"{step.name} failed (exit {process.returncode}); rerun the same command to resume")
+
+
+def run_steps(steps: list[Step], args, study: str) -> None:
+    for step in steps:
+        if step.done:
+            print(f"{step.name}: done ({step.run_dir / step.done_file})")
+        else:
+            run_step(step, args, study)
+
+
+def plan_of(args, preset: dict, study: str) -> list[Step]:
+    if study == "calibrate":
+        return calibrate_plan(args, preset)
+    if study == "proxy":
+        return proxy_plan(args, preset)
+    steps = select_search_plan(args, preset)
+    if all(s.done for s in steps):
+        steps += select_final_plan(args, preset)
+    return steps
+
+
+def status(args, preset: dict) -> None:
+    for study, folder in STUDIES.items():
+        restore(args.results / folder, args.out / folder)
+        try:
+            steps = plan_of(args, preset, study)
+        except SystemExit as why:
+            print(f"{study}: waiting ({why})")
+            continue
+        done = sum(s.done for s in steps)
+        more = " (then the final trainings)" if study == "select" and len(steps) == 2 else ""
+        trainings = len(list((args.out / folder).rglob("metrics.json")))
+        print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}; "
+              f"continue with: python benchmarks/fmnist_studies.py {study}" + ("" if args.preset == "fmnist" else
+                                                                                f" --preset {args.preset}"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=[*STUDIES, "status"])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "fmnist_studies")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--preset", choices=list(PRESETS), default="fmnist")
+    parser.add_argument("--epochs", type=int, help="proxy: proxy.epochs instead of the calibrated budget")
+    parser.add_argument("--fraction", type=float, default=1.0, help="proxy: proxy.train_fraction with --epochs")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--sync-seconds", type=float, default=SYNC_SECONDS)
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    if args.study == "status":
+        status(args, preset)
+        return
+    folder = STUDIES[args.study]
+    print(f"restored {restore(args.results / folder, args.out / folder)} file(s) from {args.results / folder}")
+    if args.study == "select":
+        run_steps(select_search_plan(args, preset), args, folder)
+        if args.dry_run and not all(s.done for s in select_search_plan(args, preset)):
+            print("then: the final trainings of halving, r_argmax, random, smallest, largest x seeds "
+                  f"{preset['seeds']} ({' '.join(preset['final'])})")
+            return
+        run_steps(select_final_plan(args, preset), args, folder)
+        if not args.dry_run:
+            summary = selection_summary(args, preset)
+            target = args.results / folder
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "selection.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (target / "selection.md").write_text(selection_markdown(summary))
+            print(f"wrote {target / 'selection.md'}")
+    else:
+        run_steps(plan_of(args, preset, args.study), args, folder)
+        if not args.dry_run:
+            save(args.out / folder, args.results / folder)
+
+
+if __name__ == "__main__":
+    main()

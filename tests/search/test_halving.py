@@ -1,0 +1,363 @@
+"""Multi-fidelity search (search.strategy=halving, kss.tasks.halving): Optuna's SuccessiveHalvingPruner over
+trained candidates; and the budget calibration of the proxy study (proxy.calibrate=true, kss.study.calibration)."""
+
+import json
+import math
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kss.errors import KssError
+from kss.tasks.search import run_search
+
+ROOT = Path(__file__).resolve().parents[2]
+# synthetic data, 4 training batches of 16 per epoch; trainings stubbed unless a test trains for real
+HALVING = ["optimizer=adam", "optimizer.lr=1e-2", "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=16",
+           "callbacks=none", "search.strategy=halving"]
+
+
+def accuracy(index: int, budget: float) -> float:
+    """A made-up validation accuracy per (candidate, budget): rankings change between budgets."""
+    rng = np.random.default_rng([index, int(budget * 1000)])
+    return float(np.round(0.2 + 0.1 * math.log1p(budget) + 0.3 * rng.random(), 4))
+
+
+@pytest.fixture
+def stub_training(monkeypatch):
+    """Replace each rung's training by `accuracy`; returns the (index, budget) calls. stop_at=n: the n-th call
+    is a Ctrl-C (KeyboardInterrupt) instead."""
+    import kss.tasks.halving
+
+    calls = []
+
+    def arm(stop_at: int | None = None):
+        calls.clear()
+
+        def train(cfg, out_dir, genotype_file, kernels, seed, budget, group=None):
+            if stop_at is not None and len(calls) + 1 == stop_at:
+                raise KeyboardInterrupt
+            index = int(Path(genotype_file).stem)
+            calls.append((index, budget))
+            return {"best_val_acc": accuracy(index, budget), "train_seconds": 0.01}
+
+        monkeypatch.setattr(kss.tasks.halving, "train_at_budget", train)
+        return calls
+
+    return arm
+
+
+def asha(pool: list[int], budgets: list[float], eta: int) -> list[list[int]]:
+    """The candidates each rung trains under asynchronous successive halving, trials in pool order: a trial goes
+    on when its value is among the top max(n // eta, 1) of the n trials that reached the rung so far."""
+    rungs, alive = [], list(pool)
+    for rung, budget in enumerate(budgets):
+        rungs.append(alive)
+        if rung == len(budgets) - 1:
+            break
+        seen, promoted = [], []
+        for index in alive:
+            seen.append(accuracy(index, budget))
+            if seen[-1] >= sorted(seen, reverse=True)[max(len(seen) // eta, 1) - 1]:
+                promoted.append(index)
+        alive = promoted
+    return rungs
+
+
+def halving_cfg(compose_cfg, *overrides):
+    return compose_cfg(*HALVING, *overrides, config_name="train")
+
+
+def test_rung_sizes_follow_optunas_successive_halving(compose_cfg, tmp_path, stub_training):
+    calls = stub_training()
+    cfg = halving_cfg(compose_cfg, "search.halving.pool=9", "search.halving.eta=3", "search.halving.budgets=[0.25,1,3]")
+    summary = run_search(cfg, tmp_path)
+    pool = summary["rungs"][0]["candidates"]  # the random search's first distinct candidates, in order
+    assert len(pool) == 9 and pool == sorted(pool) and pool[0] == 0
+    expected = asha(pool, [0.25, 1, 3], 3)
+    assert [r["candidates"] for r in summary["rungs"]] == expected
+    assert [len(r) for r in expected][0] == 9 and len(expected[1]) < 9 and 1 <= len(expected[2]) < len(expected[1])
+    for rung, budget in zip(expected, [0.25, 1.0, 3.0]):  # each rung trained exactly its candidates, once
+        assert sorted(i for i, b in calls if b == budget) == sorted(rung)
+    last = expected[-1]
+    winner = max(last, key=lambda i: (accuracy(i, 3), -i))
+    assert summary["best_index"] == winner and summary["best_val_acc"] == accuracy(winner, 3)
+    assert summary["study_trials"] == {"complete": len(last), "pruned": 9 - len(last), "fail": 0}
+    assert summary["training_epochs"] == pytest.approx(0.25 * 9 + len(expected[1]) + 3 * len(last))
+    # search.json in the usual contract: the winner's genotype is what train.py genotype=... builds
+    saved = json.loads((tmp_path / "search.json").read_text())
+    from kss.space.genotype import load_genotype
+
+    assert load_genotype(str(tmp_path / "search.json")).to_json() == saved["best_genotype"]
+    assert saved["best_score"] is None and saved["strategy"] == "halving"
+    assert (tmp_path / "study.db").exists() and "| 2 | 3 |" in (tmp_path / "halving.md").read_text()
+
+    # finished: a rerun trains nothing and reports the same winner
+    again = run_search(cfg, tmp_path)
+    assert len(calls) == sum(len(r) for r in expected) and again["best_index"] == winner
+
+
+def test_an_interrupted_halving_resumes_mid_rung_to_the_same_winner(compose_cfg, tmp_path, stub_training):
+    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5,1]")
+    stub_training()
+    whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")
+    rungs = [r["candidates"] for r in whole["rungs"]]
+    assert len(rungs[1]) >= 2  # the interruption below falls into rung 1 of a promoted trial
+    interrupted_at = 5  # trials run depth-first: trial 0's three rungs, trial 1's rung 0, then the Ctrl-C
+    stub_training(stop_at=interrupted_at)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    calls = stub_training()
+    resumed = run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    assert resumed["best_index"] == whole["best_index"] and resumed["rungs"] == whole["rungs"]
+    assert resumed["study_trials"] == whole["study_trials"]  # the interrupted trial went on: no failed or extra trial
+    import optuna
+
+    study = optuna.load_study(study_name="kss-cut", storage=f"sqlite:///{tmp_path / 'cut' / 'study.db'}")
+    assert len(study.trials) == 8
+    assert len(calls) == sum(len(r) for r in rungs) - (interrupted_at - 1)  # only what had not finished
+
+
+def test_an_interruption_between_the_pruners_answer_and_its_record(compose_cfg, tmp_path, stub_training, monkeypatch):
+    import optuna
+
+    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    stub_training()
+    whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")
+    real = optuna.trial.Trial.set_user_attr
+    hits = []
+
+    def cut(self, key, value):
+        if key.startswith("rung_") and self.number == 4 and not hits:
+            hits.append(key)
+            raise KeyboardInterrupt
+        return real(self, key, value)
+
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", cut)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", real)
+    resumed = run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    assert hits and resumed["rungs"] == whole["rungs"] and resumed["best_index"] == whole["best_index"]
+
+
+def test_a_prefiltered_pool_is_the_top_r_of_a_search(compose_cfg, tmp_path, stub_training):
+    search_dir = tmp_path / "search"
+    run_search(compose_cfg("iters=5"), search_dir)
+    records = [json.loads(line) for line in (search_dir / "candidates.jsonl").read_text().splitlines()]
+    top = sorted((r for r in records if r["status"] == "scored"), key=lambda r: -r["score"])[:3]
+    stub_training()
+    summary = run_search(halving_cfg(compose_cfg, "iters=5", "search.halving.pool=3", "search.halving.eta=2",
+                                     "search.halving.budgets=[0.25,0.5]", f"search.prefilter={search_dir / 'search.json'}"),
+                         tmp_path / "halving")
+    assert summary["rungs"][0]["candidates"] == sorted(r["index"] for r in top)
+    assert summary["best_score"] == next(r["score"] for r in top if r["index"] == summary["best_index"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.halving.eta=1"], "search.halving.eta must be an integer >= 2"),
+    (["search.halving.budgets=[1,0.5]"], "must increase from rung to rung"),
+    (["search.halving.budgets=[1,1]"], "must increase from rung to rung"),
+    (["search.halving.budgets=[1]"], "at least two rungs"),
+    (["search.halving.budgets=[0,1]"], "positive budgets"),
+    (["search.halving.pool=8", "search.halving.eta=3"], "leaves rung 2 (1 epochs) with no candidates"),
+    (["search.halving.budgets=[0.1,1]"], "less than one batch"),
+    (["search.prefilter=/nonexistent/search.json"], "no candidates.jsonl there"),
+    (["dataset.val_size=0"], "validation accuracy"),
+    (["shards=2"], "does not shard"),
+    (["budget.max_sops=1e6"], "applies budget.max_params only"),
+])
+def test_bad_halving_settings_are_one_line_and_write_nothing(compose_cfg, tmp_path, overrides, message, stub_training):
+    calls = stub_training()
+    cfg = halving_cfg(compose_cfg, "search.halving.pool=9", "search.halving.budgets=[0.25,0.5,1]", *overrides)
+    with pytest.raises(KssError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        run_search(cfg, tmp_path / "run")
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists() and not calls
+
+
+def test_train_py_with_halving_searches_then_trains_the_winner(compose_cfg, tmp_path, stub_training):
+    from kss.tasks.train import run_train
+
+    calls = stub_training()
+    cfg = halving_cfg(compose_cfg, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                      "search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    metrics = run_train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "search.json").read_text())
+    assert metrics["genotype"] == summary["best_genotype"] and metrics["genotype_source"] == str(tmp_path / "search.json")
+    done = len(calls)
+    assert done >= 3 and (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert run_train(cfg, tmp_path)["test_acc"] == metrics["test_acc"] and len(calls) == done  # finished: reported
+
+
+def test_a_training_free_search_refuses_halving_in_one_line(compose_cfg, tmp_path):
+    from kss.study.proxy import run_proxy
+
+    with pytest.raises(KssError, match="not a training-free search"):
+        run_proxy(compose_cfg(*CALIBRATION[:-1], "proxy.calibrate=false", "proxy.per_set=2", "search.strategy=halving",
+                              config_name="proxy"), tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_halving_trains_for_real_resumes_and_its_winner_trains_with_train_py(compose_cfg, tmp_path, monkeypatch):
+    """Real rung trainings (train.py's task, checkpoints, metrics.json, test split unseen), a Ctrl-C inside a
+    training, the resume, then train.py genotype=<dir>/search.json."""
+    import kss.train.module
+    from kss.errors import Interrupted
+    from kss.tasks.train import run_train
+
+    args = ("search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    real = kss.train.module.SpikingClassifier.training_step
+    steps = []
+
+    def ctrl_c(self, *a, **k):
+        steps.append(1)
+        if len(steps) == 3:  # rung 1 of the first trial (rung 0 is one step)... in the middle of a training
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(kss.train.module.SpikingClassifier, "training_step", ctrl_c)
+    with pytest.raises(Interrupted, match="rerun the same command to resume"):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path / "halving")
+    monkeypatch.setattr(kss.train.module.SpikingClassifier, "training_step", real)
+    summary = run_search(halving_cfg(compose_cfg, *args), tmp_path / "halving")
+    whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")  # never interrupted: the same accuracies
+    def decisions(s):
+        return [(r["candidates"], r["val_acc"], r["promoted"]) for r in s["rungs"]]
+
+    assert decisions(summary) == decisions(whole) and summary["best_index"] == whole["best_index"]
+    assert [len(r["candidates"]) for r in summary["rungs"]][0] == 2 and summary["study_trials"]["fail"] == 0
+    runs = sorted((tmp_path / "halving" / "rungs").iterdir())
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["test_acc"] is None and (run / "checkpoints" / "last.ckpt").exists()
+        index, budget = run.name.split("_", 1)
+        rung = next(r for r in summary["rungs"] if f"e{r['max_epochs']}_f{r['train_fraction']:.4g}" == budget)
+        assert rung["val_acc"][index] == pytest.approx(metrics["best_val_acc"])
+    trained = run_train(compose_cfg(*HALVING[:-1], "trainer.max_epochs=1", f"genotype={tmp_path / 'halving' / 'search.json'}",
+                                    config_name="train"), tmp_path / "final")
+    assert trained["genotype"] == summary["best_genotype"] and trained["test_acc"] is not None
+
+
+@pytest.mark.slow
+def test_cli_bad_halving_and_calibration_settings_exit_2_in_one_line_and_write_nothing(tmp_path):
+    tiny = ["dataset=synthetic", "model=tiny", "progress=false", "device=cpu", "wandb.mode=disabled"]
+    for script, args in (("search", ["search.strategy=halving", "search.halving.eta=1"]),
+                         ("proxy", ["proxy.calibrate=true", "proxy.calibration.budgets=[3,1]"])):
+        run = tmp_path / "outputs" / "run"
+        result = subprocess.run([sys.executable, f"{script}.py", *tiny, *args, f"hydra.run.dir={run}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert not run.exists() and not (tmp_path / "outputs").exists()
+
+
+# --- calibration (proxy.calibrate=true) ---
+
+CALIBRATION = ["trainer.max_epochs=1", "optimizer=adam", "optimizer.lr=1e-2", "iters=6", "dataset.train_size=96",
+               "dataset.val_size=32", "dataset.test_size=16", "kernel_sets=[set1,set3]", "proxy.calibrate=true",
+               "proxy.calibration.archs=6", "proxy.calibration.budgets=[0.25,1]", "proxy.bootstrap=200", "callbacks=none"]
+
+
+def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, monkeypatch):
+    """Stubbed trainings with known noise: seed sd 0.1 against architecture sd ~0.03 at 0.25 epochs
+    (reliability ~0), seed sd 0.002 against ~0.1 at 1 epoch (reliability ~1)."""
+    import kss.study.calibration
+    from kss.study.proxy import run_proxy
+
+    calls = []
+
+    def train(cfg, out_dir, genotype_file, kernels, seed, budget, group=None):
+        calls.append((Path(genotype_file).stem, seed, budget))
+        arch = int(np.random.default_rng([zlib.crc32(Path(genotype_file).stem.encode())]).integers(10))
+        noise = np.random.default_rng([seed, arch, int(budget * 100)]).normal()
+        acc = 0.5 + (0.003 if budget < 1 else 0.01) * arch + (0.1 if budget < 1 else 0.002) * noise
+        return {"best_val_acc": float(acc), "train_seconds": budget}
+
+    monkeypatch.setattr(kss.study.calibration, "train_at_budget", train)
+    result = run_proxy(compose_cfg(*CALIBRATION, config_name="proxy"), tmp_path)
+    assert len(calls) == 6 * 2 * 2 and len(result["architectures"]) == 6
+    short, long = result["budgets"]
+    assert short["reliability"] < 0.7 <= long["reliability"] and long["reliability"] > 0.95
+    assert result["cheapest"]["budget_epochs"] == 1.0 and result["cheapest"]["overrides"] == "proxy.epochs=1 proxy.train_fraction=1"
+    assert long["train_seconds"] == pytest.approx(12) and long["seconds_per_training"] == pytest.approx(1)
+    text = (tmp_path / "calibration.md").read_text()
+    assert "**1 epoch(s)**" in text and json.loads((tmp_path / "calibration.json").read_text())["cheapest"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["proxy.calibration.archs=2"], "archs must be an integer >= 3"),
+    (["proxy.calibration.seeds=1"], "seeds must be an integer >= 2"),
+    (["proxy.calibration.budgets=[1,0.3]"], "must increase"),
+    (["proxy.calibration.target=1.5"], r"must be in \(0, 1\)"),
+    (["proxy.calibration.budgets=[0.01,1]"], "less than one batch"),
+    (["proxy.calibrate=maybe"], "true or false"),
+])
+def test_bad_calibration_settings_are_one_line_and_write_nothing(compose_cfg, tmp_path, overrides, message):
+    from kss.study.proxy import run_proxy
+
+    with pytest.raises(KssError, match=message) as info:
+        run_proxy(compose_cfg(*CALIBRATION, *overrides, config_name="proxy"), tmp_path / "run")
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_calibration_trains_for_real_and_resumes(compose_cfg, tmp_path, monkeypatch):
+    from kss.study.proxy import run_proxy
+
+    cfg = compose_cfg(*CALIBRATION, "proxy.calibration.archs=3", "proxy.calibration.budgets=[0.25,0.5]",
+                      config_name="proxy")
+    result = run_proxy(cfg, tmp_path)
+    assert [r["trainings"] for r in result["budgets"]] == [6, 6]
+    runs = sorted((tmp_path / "calibration" / "train").glob("*/metrics.json"))
+    assert len(runs) == 12 and all(json.loads(p.read_text())["test_acc"] is None for p in runs)
+    import shutil
+
+    import kss.tasks.train
+
+    # another machine: the study's records (no checkpoints) at another path; nothing is trained again
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("checkpoints", "csv"))
+    monkeypatch.setattr(kss.tasks.train.L.Trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert run_proxy(cfg, tmp_path)["budgets"][0]["val_acc"] == result["budgets"][0]["val_acc"]
+    again = run_proxy(cfg, moved)
+    assert [r["val_acc"] for r in again["budgets"]] == [r["val_acc"] for r in result["budgets"]]
+
+
+def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
+    from kss.tasks.fidelity import budget_tag, check_budget_fits, check_budgets, epochs_and_fraction
+
+    assert epochs_and_fraction(0.111) == (1, 0.111) and epochs_and_fraction(1) == (1, 1.0)
+    assert epochs_and_fraction(3) == (3, 1.0) and epochs_and_fraction(1.5) == (2, 0.75)
+    assert budget_tag(1 / 3) == "e1_f0.3333" and budget_tag(3) == "e3_f1"
+    assert check_budgets([0.3, 1, 3], "b") == [0.3, 1.0, 3.0]
+    for bad in ([], [1, True], "1", [1, -2]):
+        with pytest.raises(KssError, match="b must be"):
+            check_budgets(bad, "b")
+    check_budget_fits(0.25, 4, "b")
+    with pytest.raises(KssError, match="less than one batch"):
+        check_budget_fits(0.2, 4, "b")
+
+
+def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg, tmp_path, monkeypatch):
+    import kss.study.proxy
+
+    calls = []
+
+    def train_pick(cfg, out_dir, pick, seed, epochs):
+        calls.append((pick["kernel_set"], pick["index"], seed, epochs))
+        return 0.3 + 0.01 * pick["index"] + 0.001 * seed
+
+    monkeypatch.setattr(kss.study.proxy, "train_pick", train_pick)
+    overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
+    result = kss.study.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3", "proxy.seed_archs=4",
+                                             "proxy.long_archs=0", "proxy.bootstrap=50", config_name="proxy"), tmp_path)
+    noisy = result["seed_noise"]
+    assert list(noisy)[:2] == ["top_scored", "median_scored"] and len(noisy) == 4
+    assert len({(n["kernel_set"], n["index"]) for n in noisy.values()}) == 4
+    assert all(n["seeds"] == [0, 1, 2] for n in noisy.values())
+    assert len(calls) == 6 + 4 * 2 and result["reliability"]["seeds"] == [3] * result["reliability"]["replicated"]
+    with pytest.raises(KssError, match="seed_archs must be >= 2"):
+        kss.study.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")

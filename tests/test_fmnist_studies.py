@@ -1,0 +1,122 @@
+"""benchmarks/fmnist_studies.py: the plan of each long study, what it saves to docs/results and restores from
+there on a new machine (so a later session continues), and the selection table. Nothing here trains: the
+studies' steps are the project's own scripts, tested elsewhere."""
+
+import importlib.util
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fmnist_studies", ROOT / "benchmarks" / "fmnist_studies.py")
+fs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fs)
+
+
+def args(tmp_path, *extra):
+    import argparse
+
+    parsed = argparse.Namespace(out=tmp_path / "outputs", results=tmp_path / "docs", preset="synthetic", epochs=None,
+                                fraction=1.0, dry_run=True, sync_seconds=0)
+    for key, value in zip(extra[::2], extra[1::2]):
+        setattr(parsed, key, value)
+    return parsed
+
+
+def write(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def finished_training(acc: float, seed: int = 0, params: int = 100) -> dict:
+    return {"best_val_acc": acc, "test_acc": acc - 0.01, "seed": seed, "params": params, "energy_uj": 1.0}
+
+
+def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwriting(tmp_path):
+    out, docs = tmp_path / "outputs" / "study", tmp_path / "docs" / "study"
+    write(out / "train" / "a" / "metrics.json", finished_training(0.5))
+    write(out / "train" / "b" / "metrics.json", "{")  # being written: not a finished training
+    write(out / "train" / "a" / "checkpoints" / "last.ckpt", "weights")
+    write(out / "train" / "a" / "csv" / "version_0" / "metrics.csv", "epoch")
+    write(out / "halving" / "genotypes" / "3.json", {"cell_type": "forward"})
+    write(out / "halving" / "search.json", {"best_index": 3})
+    with sqlite3.connect(out / "halving" / "study.db") as db:
+        db.execute("create table trials (number int)")
+        db.execute("insert into trials values (7)")
+    assert fs.save(out, docs) == 4 and fs.save(out, docs) == 0  # unchanged files are not copied again
+    kept = sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file())
+    assert kept == ["halving/genotypes/3.json", "halving/search.json", "halving/study.db", "train/a/metrics.json"]
+    with sqlite3.connect(docs / "halving" / "study.db") as db:
+        assert db.execute("select number from trials").fetchall() == [(7,)]
+
+    fresh = tmp_path / "new_machine" / "study"
+    write(fresh / "halving" / "search.json", {"best_index": 9})  # a local file is never overwritten
+    assert fs.restore(docs, fresh) == 3
+    assert json.loads((fresh / "train" / "a" / "metrics.json").read_text())["best_val_acc"] == 0.5
+    assert json.loads((fresh / "halving" / "search.json").read_text())["best_index"] == 9
+
+
+def test_the_selection_plan_continues_from_restored_records(tmp_path, capsys):
+    a = args(tmp_path)
+    preset = fs.PRESETS["synthetic"]
+    first = fs.plan_of(a, preset, "select")
+    assert [s.name for s in first] == ["R search", "halving"] and not any(s.done for s in first)
+    assert "search.strategy=halving" in first[1].args and first[0].argv()[-1].startswith("hydra.run.dir=")
+
+    # the searches finished on another machine and were committed: a fresh checkout restores them
+    docs = a.results / fs.STUDIES["select"]
+    records = [{"index": i, "status": "scored", "score": s, "params": p, "genotype": {"cell_type": "forward", "i": i}}
+               for i, (s, p) in enumerate([(1.0, 50), (3.0, 70), (2.0, 10), (0.5, 90)])]
+    write(docs / "search_r" / "candidates.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
+    write(docs / "search_r" / "search.json", {"iters": 4, "search_seconds": 60.0})
+    write(docs / "halving" / "search.json", {"best_index": 2, "training_epochs": 1.5, "search_seconds": 120.0})
+    write(docs / "final" / "largest_seed1" / "metrics.json", finished_training(0.6, seed=1, params=90))
+    fs.restore(docs, a.out / fs.STUDIES["select"])
+    steps = fs.plan_of(a, preset, "select")
+    assert len(steps) == 2 + len(fs.METHODS) * len(preset["seeds"])
+    assert [s.name for s in steps if s.done] == ["R search", "halving", "largest seed 1"]
+    genotype = {s.name: next(x for x in s.args if x.startswith("genotype=")).split("=", 1)[1] for s in steps[2:]}
+    picked = {name: json.loads(Path(genotype[f"{name} seed 0"]).read_text())["source_index"]
+              for name in ("r_argmax", "smallest", "largest")}
+    assert picked == {"r_argmax": 1, "smallest": 2, "largest": 3}
+    assert genotype["halving seed 0"].endswith("halving/search.json")
+    fs.run_steps(steps, a, fs.STUDIES["select"])  # dry run: only what is left is printed as a command
+    printed = capsys.readouterr().out
+    assert "largest seed 1: done" in printed and printed.count("train.py") == len(steps) - 3
+
+
+def test_the_proxy_study_runs_at_the_calibrated_budget(tmp_path):
+    a = args(tmp_path)
+    with pytest.raises(SystemExit, match="no calibration yet"):
+        fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
+    calibration = a.results / fs.STUDIES["calibrate"] / "calibration.json"
+    write(calibration, {"cheapest": None})
+    with pytest.raises(SystemExit, match="no budget with reliability"):
+        fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
+    write(calibration, {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}})
+    step, = fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
+    assert step.args[-2:] == ["proxy.epochs=1", "proxy.train_fraction=0.3"] and "proxy.seed_archs=3" in step.args
+    step, = fs.plan_of(args(tmp_path, "epochs", 3, "fraction", 1.0), fs.PRESETS["synthetic"], "proxy")
+    assert step.args[-2:] == ["proxy.epochs=3", "proxy.train_fraction=1.0"]
+    assert "proxy.calibration.budgets=[0.3,1,3]" in fs.calibrate_plan(a, fs.PRESETS["fmnist"])[0].args
+
+
+def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
+    a = args(tmp_path)
+    out = a.out / fs.STUDIES["select"]
+    write(out / "search_r" / "search.json", {"iters": 4, "search_seconds": 60.0})
+    write(out / "halving" / "search.json", {"training_epochs": 1.5, "search_seconds": 120.0})
+    accs = {"halving": [0.80, 0.82], "r_argmax": [0.70, 0.71], "random": [0.75, 0.78], "smallest": [0.6, 0.6],
+            "largest": [0.81, 0.84]}
+    for name, values in accs.items():
+        for seed, acc in enumerate(values):
+            write(out / "final" / f"{name}_seed{seed}" / "metrics.json", finished_training(acc + 0.01, seed))
+    summary = fs.selection_summary(a, fs.PRESETS["synthetic"])
+    assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
+    assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)
+    assert summary["minus_halving"]["largest"]["mean_diff"] == pytest.approx(0.015)
+    text = fs.selection_markdown(summary)
+    assert "| r_argmax | 100 | 2 | 70.50 |" in text and "-10.50" in text
