@@ -1,9 +1,9 @@
-"""The evaluation task behind `eval.py`: a checkpoint alone -> eval.json.
+"""Evaluating a trained checkpoint (the work behind `eval.py`; kss.tasks.eval reads the config).
 
 The network is rebuilt from the checkpoint's hyperparameters (genotype, model and neuron settings:
 kss.train.module), evaluated on the dataset's test split with the metric training reports (torchmetrics,
-top-1 and, above 10 classes, top-5), costed (kss.space.cost) and timed. `quantize=int8` evaluates the
-fp32 network too and reports the drop; `export=nir` writes model.nir and checks that the graph
+top-1 and, above 10 classes, top-5), costed (kss.space.cost) and timed. `quantize="int8"` evaluates the
+fp32 network too and reports the drop; `export="nir"` writes model.nir and checks that the graph
 read back by spikingjelly predicts what the network does.
 """
 
@@ -17,40 +17,20 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from kss import config as C
-from kss.cli import checked
 from kss.space.cost import first_images, measure_cost
 from kss.errors import KssError
-from kss.deploy.export import FORMATS, run_graph, to_nir
+from kss.deploy.export import run_graph, to_nir
 from kss.train.module import SpikingClassifier
 from kss.space.params import memory_bytes
 from kss.deploy.quantize import quantize_int8, stored_bytes
-from kss.io import write_json
-from kss.tracking import wandb_run
 
 log = logging.getLogger(__name__)
 
 EVAL = "eval.json"
 NIR_FILE = "model.nir"
 QUANTIZE = ("int8",)
-
-
-def check_eval_config(cfg: DictConfig) -> None:
-    """Everything that can be refused before a file is read."""
-    if cfg.ckpt_path is None:
-        raise KssError("no checkpoint given; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
-    if cfg.quantize is not None and cfg.quantize not in QUANTIZE:
-        raise KssError(f"unknown quantize={cfg.quantize!r}; use quantize=int8 or leave it out (fp32)")
-    if cfg.export is not None and cfg.export not in FORMATS:
-        raise KssError(f"unknown export format {cfg.export!r}; use export={' or export='.join(FORMATS)}")
-    for key in ("export_images", "latency_images"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise KssError(f"{key} must be a positive integer (got {cfg[key]})")
-    if cfg.wandb.mode not in ("offline", "online", "disabled"):
-        raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -162,36 +142,27 @@ def nir_round_trip(net: torch.nn.Module, images: torch.Tensor, out_dir: Path, pr
     return result
 
 
-def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
-    """Config in, eval.json's content out."""
-    check_eval_config(cfg)
-    out_dir = Path(out_dir or C.run_dir())
-    ckpt_path = find_checkpoint(cfg.ckpt_path)
-    module, ckpt = load_checkpoint(ckpt_path)
-    data = C.data_module(cfg)
-    check_data_fits(module, data, cfg.dataset.name)
-    device = C.resolve_device(cfg.device)
-    data.setup("test")
-    checked()  # the config tree (extras.print_config), once the input is valid
-    module.to(device)
-    table = C.cost_table(cfg)
-    cost_images = first_images(data.test_dataloader(), cfg.cost.images)
-
-    progress = bool(cfg.get("progress", True))
+def evaluate(module: SpikingClassifier, ckpt: dict, ckpt_path: Path, data, device: torch.device, table, *,
+             dataset: str, out_dir: Path, cost_images: int, latency_images: int, quantize: str | None = None,
+             export: str | None = None, export_images: int = 1, progress: bool = False) -> dict:
+    """eval.json's content for a loaded checkpoint on `data`'s test split (set up), on `device`: accuracy
+    (fp32, and int8 with its drop), latency, cost per image under `table`; `export="nir"` writes model.nir
+    into `out_dir` and checks the graph read back."""
+    cost_batch = first_images(data.test_dataloader(), cost_images)
     fp32 = test_accuracy(module, module.net, data.test_dataloader(), device, progress, "test fp32")
     net, result = module.net, dict(fp32)
-    if cfg.quantize == "int8":
+    if quantize == "int8":
         net = quantize_int8(module.net).eval()
         result = test_accuracy(module, net, data.test_dataloader(), device, progress, "test int8")
         result |= {"fp32_test_acc": fp32["test_acc"], "fp32_test_acc_top5": fp32["test_acc_top5"],
                    "int8_acc_drop": fp32["test_acc"] - result["test_acc"]}
     params = sum(p.numel() for p in module.net.parameters())
     result |= {
-        "precision": cfg.quantize or "fp32",
-        "latency_ms_per_image": latency_ms(net, cost_images, device, cfg.latency_images, progress),
-        "latency_images": cfg.latency_images,
+        "precision": quantize or "fp32",
+        "latency_ms_per_image": latency_ms(net, cost_batch, device, latency_images, progress),
+        "latency_images": latency_images,
         "weights_stored_bytes": stored_bytes(net),  # as held in memory (int8 values: 1 byte)
-        **measure_cost(net, cost_images, table),
+        **measure_cost(net, cost_batch, table),
         **memory_bytes(params),
         "params": params,
         "checkpoint": str(ckpt_path.resolve()),
@@ -202,22 +173,15 @@ def run_eval(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         "model": dict(module.hparams.model),
         "neuron": dict(module.hparams.neuron),
         "settings": {k: module.hparams.get(k) for k in ("optimizer", "scheduler")},
-        "dataset": cfg.dataset.name,
+        "dataset": dataset,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "host": platform.node(),
     }
-    if cfg.export is not None:
+    if export is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        images = first_images(data.test_dataloader(), cfg.export_images)
+        images = first_images(data.test_dataloader(), export_images)
         result["export"] = nir_round_trip(net, images, out_dir, progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / EVAL, result)
-    log_to_wandb(cfg, out_dir, result)
-    drop = f" ({100 * -result['int8_acc_drop']:+.2f} points vs fp32)" if "int8_acc_drop" in result else ""
-    log.info("%s: test acc %.2f%%%s, %.3g uJ and %.3g SOPs per image, %.2f ms per image on %s", result["precision"],
-             100 * result["test_acc"], drop, result["energy_uj"], result["sops"], result["latency_ms_per_image"],
-             result["device"])
     return result
 
 
@@ -228,15 +192,3 @@ def trained_metrics(ckpt_path: Path) -> dict:
         return json.loads(metrics.read_text()) if metrics.exists() else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def log_to_wandb(cfg: DictConfig, out_dir: Path, result: dict) -> None:
-    """One W&B run per evaluation (job_type 'eval'), offline by default; eval.json's figures as its summary."""
-    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "eval", group=cfg.wandb.group, name=out_dir.name,
-                   tags=[cfg.dataset.name, result["precision"], *cfg.wandb.tags],
-                   config=OmegaConf.to_container(cfg, resolve=True)) as run:
-        if run is None:
-            return
-        run.summary.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
-        run.summary.update({f"firing_rate/{k}": v for k, v in result["firing_rates"].items()})
-        run.summary.update({f"export/{k}": v for k, v in result.get("export", {}).items()})

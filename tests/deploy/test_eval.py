@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from spikingjelly.activation_based import functional
 
 from kss.errors import KssError
-from kss.deploy.evaluate import EVAL, run_eval
+from kss.deploy.evaluate import EVAL
+from kss.tasks.eval import run_eval
 from kss.deploy.export import Deployed, deployed, run_graph, to_nir
 from kss.space.genotype import Genotype, load_genotype, sample_genotype
 from kss.space.network import ModelSpec, build_network

@@ -8,7 +8,7 @@ import pytest
 
 from kss.study.analysis import BASELINE, PLAN, aggregate, analyse, collect, complete_front
 from kss.errors import KssError
-from kss.study.sweep import plan, run_sweep
+from kss.tasks.sweep import plan_from_config, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ def test_plots_written_and_kernel_size_plot_for_single_kernels(tmp_path):
 )
 def test_bad_sweep_input(compose_cfg, overrides, message):
     with pytest.raises(KssError, match=message):
-        plan(compose_cfg(*overrides, config_name="sweep", tiny=False))
+        plan_from_config(compose_cfg(*overrides, config_name="sweep", tiny=False))
 
 
 def test_analyse_bad_directories(tmp_path):
@@ -283,7 +283,7 @@ def test_a_failing_job_is_reported_and_the_others_still_run(compose_cfg, tmp_pat
 
 
 def test_summary_table_goes_to_wandb_offline(compose_cfg, tmp_path):
-    from kss.study.sweep import log_summary_to_wandb
+    from kss.tasks.sweep import log_summary_to_wandb
 
     write_job(tmp_path, [1, 3], 1000, 0, acc=0.8)
     write_job(tmp_path, [3, 5], 1000, 0, acc=0.9)
@@ -338,12 +338,12 @@ def test_ray_launcher_runs_a_tiny_multirun(tmp_path):
 def test_strategies_are_planned_and_compared_like_kernel_sets(compose_cfg, tmp_path):
     cfg = compose_cfg("kernel_sets=[set3]", "iters=[4]", "strategies=[random,tpe]", "train=false", config_name="sweep",
                       tiny=False)
-    the_plan = plan(cfg)
+    the_plan = plan_from_config(cfg)
     assert [j["dir"] for j in the_plan["jobs"]] == ["jobs/3x3_5x5_4x_seed0", "jobs/3x3_5x5_4x_tpe_seed0"]
-    assert the_plan["strategies"] == ["random", "tpe"] and "strategies" not in plan(
+    assert the_plan["strategies"] == ["random", "tpe"] and "strategies" not in plan_from_config(
         compose_cfg("kernel_sets=[set3]", config_name="sweep", tiny=False))
     with pytest.raises(KssError, match="unknown strategy 'annealing'"):
-        plan(compose_cfg("strategies=[random,annealing]", config_name="sweep", tiny=False))
+        plan_from_config(compose_cfg("strategies=[random,annealing]", config_name="sweep", tiny=False))
     # the analysis: a random search of 8 and a tpe search that reaches its best R at its 3rd candidate
     for strategy, scores in (("random", [1.0, 2.0, 5.0, 3.0, 1.0, 0.0, 4.0, 2.0]), ("tpe", [2.0, 4.0, 6.0, 1.0])):
         job = tmp_path / "jobs" / f"3x3_5x5_{len(scores)}x{'' if strategy == 'random' else '_tpe'}_seed0"
