@@ -47,7 +47,6 @@ from kss.tasks.search import refuse_shards, setup_from_config
 from kss.tracking import image, table, wandb_run
 from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
                        random_regret, rank_correlations, regret_curve, reliability, tau_difference)
-from kss.study.sweep import resolve_kernel_sets
 from kss.tasks.train import run_train
 
 log = logging.getLogger(__name__)
@@ -289,17 +288,8 @@ def study_statistics(rows: list[dict], seed_noise: dict, base_seed: int, long_ep
     }
 
 
-def run_proxy(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
-    """The task behind `proxy.py`: config in, proxy.json's content out."""
-    out_dir = Path(out_dir or C.run_dir())
-    kernel_sets = resolve_kernel_sets(cfg.kernel_sets)
-    if cfg.proxy.get("calibrate", False) not in (True, False):
-        raise KssError(f"proxy.calibrate must be true or false (got {cfg.proxy.calibrate!r})")
-    if cfg.proxy.get("calibrate"):  # the budget calibration instead of the study (kss.study.calibration)
-        from kss.study.calibration import run_calibration
-
-        refuse_shards(cfg, "proxy.py")
-        return run_calibration(cfg, out_dir, kernel_sets, C.resolve_device(cfg.device))
+def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
+    """The proxy study (kss.tasks.proxy.run_proxy calls it): proxy.json's content out."""
     check_study(cfg, kernel_sets)
     device = C.resolve_device(cfg.device)
     if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve

@@ -8,7 +8,7 @@ Each training is `run_train` with its own run directory (the budget is in its na
 is not among a run's settings), so a finished one is reported from its metrics.json and an interrupted
 one resumes from its last checkpoint. test=false: the test split stays unseen.
 
-Used by the calibration of the proxy study (kss.study.calibration) and by multi-fidelity search (kss.tasks.halving).
+Used by the calibration of the proxy study (kss.tasks.calibration) and by multi-fidelity search (kss.tasks.halving).
 """
 
 from __future__ import annotations

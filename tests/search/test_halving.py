@@ -1,5 +1,5 @@
 """Multi-fidelity search (search.strategy=halving, kss.tasks.halving): Optuna's SuccessiveHalvingPruner over
-trained candidates; and the budget calibration of the proxy study (proxy.calibrate=true, kss.study.calibration)."""
+trained candidates; and the budget calibration of the proxy study (proxy.calibrate=true, kss.tasks.calibration)."""
 
 import json
 import math
@@ -193,7 +193,7 @@ def test_train_py_with_halving_searches_then_trains_the_winner(compose_cfg, tmp_
 
 
 def test_a_training_free_search_refuses_halving_in_one_line(compose_cfg, tmp_path):
-    from kss.study.proxy import run_proxy
+    from kss.tasks.proxy import run_proxy
 
     with pytest.raises(KssError, match="not a training-free search"):
         run_proxy(compose_cfg(*CALIBRATION[:-1], "proxy.calibrate=false", "proxy.per_set=2", "search.strategy=halving",
@@ -264,8 +264,8 @@ CALIBRATION = ["trainer.max_epochs=1", "optimizer=adam", "optimizer.lr=1e-2", "i
 def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, monkeypatch):
     """Stubbed trainings with known noise: seed sd 0.1 against architecture sd ~0.03 at 0.25 epochs
     (reliability ~0), seed sd 0.002 against ~0.1 at 1 epoch (reliability ~1)."""
-    import kss.study.calibration
-    from kss.study.proxy import run_proxy
+    import kss.tasks.calibration
+    from kss.tasks.proxy import run_proxy
 
     calls = []
 
@@ -276,7 +276,7 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
         acc = 0.5 + (0.003 if budget < 1 else 0.01) * arch + (0.1 if budget < 1 else 0.002) * noise
         return {"best_val_acc": float(acc), "train_seconds": budget}
 
-    monkeypatch.setattr(kss.study.calibration, "train_at_budget", train)
+    monkeypatch.setattr(kss.tasks.calibration, "train_at_budget", train)
     result = run_proxy(compose_cfg(*CALIBRATION, config_name="proxy"), tmp_path)
     assert len(calls) == 6 * 2 * 2 and len(result["architectures"]) == 6
     short, long = result["budgets"]
@@ -296,7 +296,7 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
     (["proxy.calibrate=maybe"], "true or false"),
 ])
 def test_bad_calibration_settings_are_one_line_and_write_nothing(compose_cfg, tmp_path, overrides, message):
-    from kss.study.proxy import run_proxy
+    from kss.tasks.proxy import run_proxy
 
     with pytest.raises(KssError, match=message) as info:
         run_proxy(compose_cfg(*CALIBRATION, *overrides, config_name="proxy"), tmp_path / "run")
@@ -305,7 +305,7 @@ def test_bad_calibration_settings_are_one_line_and_write_nothing(compose_cfg, tm
 
 @pytest.mark.slow
 def test_calibration_trains_for_real_and_resumes(compose_cfg, tmp_path, monkeypatch):
-    from kss.study.proxy import run_proxy
+    from kss.tasks.proxy import run_proxy
 
     cfg = compose_cfg(*CALIBRATION, "proxy.calibration.archs=3", "proxy.calibration.budgets=[0.25,0.5]",
                       config_name="proxy")
@@ -343,6 +343,7 @@ def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
 
 def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg, tmp_path, monkeypatch):
     import kss.study.proxy
+    import kss.tasks.proxy
 
     calls = []
 
@@ -352,7 +353,7 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
 
     monkeypatch.setattr(kss.study.proxy, "train_pick", train_pick)
     overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
-    result = kss.study.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3", "proxy.seed_archs=4",
+    result = kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3", "proxy.seed_archs=4",
                                              "proxy.long_archs=0", "proxy.bootstrap=50", config_name="proxy"), tmp_path)
     noisy = result["seed_noise"]
     assert list(noisy)[:2] == ["top_scored", "median_scored"] and len(noisy) == 4
@@ -360,4 +361,4 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
     assert all(n["seeds"] == [0, 1, 2] for n in noisy.values())
     assert len(calls) == 6 + 4 * 2 and result["reliability"]["seeds"] == [3] * result["reliability"]["replicated"]
     with pytest.raises(KssError, match="seed_archs must be >= 2"):
-        kss.study.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
+        kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")

@@ -188,7 +188,7 @@ def test_the_merged_summary_names_where_the_shards_ran(compose_cfg, tmp_path):
 
 @pytest.mark.parametrize("script", ["train", "proxy"])
 def test_train_and_proxy_refuse_shards(compose_cfg, tmp_path, script):
-    from kss.study.proxy import run_proxy
+    from kss.tasks.proxy import run_proxy
     from kss.tasks.train import run_train
 
     run = {"train": run_train, "proxy": run_proxy}[script]

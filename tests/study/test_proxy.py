@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kss.errors import KssError
-from kss.study.proxy import pick_spread, run_proxy
+from kss.study.proxy import pick_spread
+from kss.tasks.proxy import run_proxy
 from kss.study.stats import paired_difference, rank_correlations
 
 STUDY = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2", "iters=8",

@@ -15,7 +15,6 @@ calibration/ (every step resumable: a rerun reports finished trainings from thei
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -26,10 +25,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from kss import config as C
+from kss.cli import checked
 from kss.errors import KssError
 from kss.io import write_json
+from kss.search.setup import check_batch_fits
+from kss.study.proxy import PICKS, collect_picks, genotype_key, spread
 from kss.study.stats import attenuation_ceiling, reliability
-from kss.tasks.fidelity import budget_tag, check_budget_fits, check_budgets, epochs_and_fraction, train_at_budget
+from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
+                                train_at_budget)
+from kss.tasks.search import setup_from_config
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,6 @@ def check_calibration(cfg: DictConfig, kernel_sets: list) -> dict:
 
 def calibration_archs(cfg: DictConfig, out_dir: Path, kernel_sets: list, settings: dict, device) -> list[dict]:
     """`archs` distinct genotypes spread over the R range (the picks of kss.proxy, per_set per kernel set)."""
-    from kss.study.proxy import collect_picks, genotype_key, spread
-
     job = C.job_config(cfg, **{"proxy.per_set": settings["per_set"]})
     picks = collect_picks(job, out_dir / FOLDER, kernel_sets, device)
     distinct = list({genotype_key(p["genotype"]): p for p in reversed(picks)}.values())
@@ -152,12 +154,6 @@ def calibration_markdown(result: dict) -> str:
 
 def run_calibration(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> dict:
     """proxy.calibrate=true: the calibration table (calibration.json, calibration.md); returns its content."""
-    from kss.cli import checked
-    from kss.search.setup import check_batch_fits
-    from kss.study.proxy import PICKS
-    from kss.tasks.fidelity import batches_per_epoch
-    from kss.tasks.search import setup_from_config
-
     settings = check_calibration(cfg, kernel_sets)
     job = C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]})
     n_batches = batches_per_epoch(job)
