@@ -131,12 +131,13 @@ def check_training_config(cfg: DictConfig) -> None:
 
 
 # model.compile=auto: compile when the estimated eager training time is long enough for compiling to pay.
-# Measured on a 2-core CPU (benchmarks/train_speed.py, docs/results/train_speed_cpu.md): compiled steps run
-# ~1.35x faster after 40-75 s of compiling the training graph; a run compiles it again for the eval graph and
-# for the short last batch, so ~4 min in all, which 1 - 1/1.35 = 26% of the eager time wins back from
-# ~15 min of eager training. The rate is the Fashion-MNIST CPU preset's (c1=16, c2=32, T=4, 28 px) eager
-# rate for a conv-heavy cell on 2 threads, scaled by the preset's activation volume and the thread count;
-# it is assumed, not measured per run, so the choice depends on the config alone (same seed, same result).
+# Measured on a quiet 2-core CPU (docs/results/compile_speed_cpu.txt): compiled steps run 1.35x faster after
+# 36-75 s of compiling the training graph. A run also compiles an eval graph and, for the short last batch, a
+# dynamic-shape one (assumed, not timed: ~4 min in all), which the 1 - 1/1.35 = 26% saved wins back from
+# ~15 min of eager training. The rate is assumed, not measured per run, so the choice depends on the config
+# alone (same seed, same result): the Fashion-MNIST CPU preset's (c1=16, c2=32, T=4, 28 px) eager rate on
+# 2 threads without deterministic mode (127-155 img/s in issue 21's quiet table), scaled by the model's
+# activation volume and the thread count.
 COMPILE_PAYS_FROM_S = 15 * 60
 CPU_PRESET_RATE = 150.0  # images/s, training (forward + backward + optimizer step), 2 threads
 CPU_PRESET_VOLUME = 4 * (16 * 28 * 28 + 32 * 14 * 14)  # timesteps x (c1 x cell1 px + c2 x cell2 px)
