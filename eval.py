@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
-from kss.evaluate import run_eval
+from kss.deploy.evaluate import run_eval
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
-from kss.proxy import run_proxy
+from kss.study.proxy import run_proxy
 
 
 @hydra.main(version_base="1.3", config_name="proxy", config_path="conf")

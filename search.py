@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
 from kss.config import without_training
-from kss.search import run_search
+from kss.tasks.search import run_search
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")

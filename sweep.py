@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
-from kss.sweep import run_sweep
+from kss.study.sweep import run_sweep
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sweep")

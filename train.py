@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
-from kss.training import run_train
+from kss.tasks.train import run_train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

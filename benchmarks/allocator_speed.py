@@ -11,16 +11,13 @@ and zero, and that cost lands on the element-wise ops and the convolutions alike
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_speed import candidate, convs_only_seconds, high_water_mb, make_images  # noqa: E402
+from search_speed import candidate, convs_only_seconds, high_water_mb, make_images
 
-from kss.score import score_network  # noqa: E402
+from kss.search.score import score_network
 
 
 def main() -> None:

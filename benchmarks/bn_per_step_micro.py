@@ -2,7 +2,7 @@
 autograd.Function writing per-step native kernels into one output/grad (bit-identical outputs,
 input grads, running stats). Run from the repo root: python benchmarks/bn_per_step_micro.py"""
 import time, torch, torch.nn.functional as F, sys
-from kss.network import SeqBatchNorm2d
+from kss.space.network import SeqBatchNorm2d
 torch.manual_seed(0)
 T,B=4,128
 def tcall(bn, x):

@@ -6,24 +6,19 @@ python benchmarks/compile_speed.py [--preset cpu|tiny] [--batch 128] [--steps 10
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.genotype import load_genotype, sample_genotype  # noqa: E402
-from kss.network import ModelSpec, build_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
+from common import model_spec
 
-PRESETS = {  # Fashion-MNIST's shape; conf/model/{cpu,tiny}.yaml widths
-    "cpu": dict(in_channels=1, image_size=28, num_classes=10, c1=16, c2=32, hidden=256, timesteps=4, dropout=0.2),
-    "tiny": dict(in_channels=1, image_size=16, num_classes=10, c1=4, c2=8, hidden=32, population=20, timesteps=2,
-                 dropout=0.0),
-}
+from kss.space.genotype import load_genotype, sample_genotype
+from kss.space.network import build_network
+from kss.space.neurons import NeuronSpec
+
+PRESETS = ("cpu", "tiny")  # conf/model/{cpu,tiny}.yaml at Fashion-MNIST's shape
 
 
 def images_per_second(net, images, labels, steps: int) -> tuple[float, float]:
@@ -61,7 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--cell-type", default="forward", choices=["forward", "backward"])
     args = parser.parse_args()
-    spec, neuron = ModelSpec(**PRESETS[args.preset], cell_type=args.cell_type), NeuronSpec()
+    spec, neuron = model_spec(args.preset, "fashion_mnist", cell_type=args.cell_type), NeuronSpec()
     # forward: a conv-heavy candidate of kernel set (3, 5); backward: SNASNet's published CIFAR-10 cell
     genotype = load_genotype("snasnet_cifar10") if args.cell_type == "backward" else conv_heavy_candidate()
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
 
 Scores the same candidates twice, interleaved so that a shared machine's load hits both alike:
 once as a default search does (R-score only), once with cost.every_candidate=true (R-score plus
-one counted forward pass, kss.cost). Prints seconds per candidate and the ratio. Overrides are
+one counted forward pass, kss.space.cost). Prints seconds per candidate and the ratio. Overrides are
 train.py's (Hydra syntax).
 """
 
@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra import compose, initialize_config_dir
 
-import kss  # noqa: E402,F401
-from kss import config as C  # noqa: E402
-from kss.search import evaluate_candidate, setup_from_config  # noqa: E402
+import kss  # noqa: F401
+from kss import config as C
+from kss.search.candidate import evaluate_candidate
+from kss.search.loop import setup_from_config
 
 
 def main() -> None:

@@ -13,25 +13,22 @@ raises candidates/s over one after another.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.genotype import sample_genotype  # noqa: E402
-from kss.network import ModelSpec, build_network, scoring_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.score import score_network  # noqa: E402
-from kss.search import candidate_rngs  # noqa: E402
+from common import candidate as setup_candidate
+from common import search_setup
 
-WIDTHS = {  # SNASNet's networks (conf/model/snasnet_*.yaml), CIFAR-sized input
-    "cifar10": dict(c1=128, c2=256, population=100, hidden=1024, num_classes=10),
-    "cifar100": dict(c1=128, c2=256, population=500, hidden=1024, num_classes=100),
-    "cpu": dict(c1=16, c2=32, population=100, hidden=256, num_classes=10),  # conf/model/cpu.yaml
+from kss.search.score import score_network
+from kss.space.network import build_network
+
+PRESETS = {  # SNASNet's networks and the CPU one, CIFAR-sized input (conf/model/*.yaml)
+    "cifar10": ("snasnet_cifar10", "cifar10"),
+    "cifar100": ("snasnet_cifar100", "cifar100"),
+    "cpu": ("cpu", "cifar10"),
 }
 
 
@@ -45,15 +42,13 @@ SCORE_VARIANTS = {  # the first is the baseline the others' |dR| is measured aga
 }
 
 
-def spec(name: str) -> ModelSpec:
-    return ModelSpec(in_channels=3, image_size=32, timesteps=5, dropout=0.5, sap=2, **WIDTHS[name])
+def setup(name: str):
+    model, dataset = PRESETS[name]
+    return search_setup(f"model={model}", f"dataset={dataset}", "kernel_set=set3", "seed=0")
 
 
 def candidate(name: str, index: int, device):
-    rng, init_seed = candidate_rngs(0, index)
-    genotype = sample_genotype(rng, [3, 5], "forward")
-    torch.manual_seed(init_seed)
-    return scoring_network(genotype, spec(name), NeuronSpec()).to(device)
+    return setup_candidate(setup(name), index, device)[1]
 
 
 def score_rates(name: str, candidates: int, batch: int, device) -> None:
@@ -77,11 +72,11 @@ def score_rates(name: str, candidates: int, batch: int, device) -> None:
 
 
 def train_rates(name: str, batch: int, device, steps: int = 10) -> None:
-    genotype = sample_genotype(candidate_rngs(0, 0)[0], [3, 5], "forward")
+    genotype = setup_candidate(setup(name), 0)[0]
     images = torch.randn(batch, 3, 32, 32, device=device)
-    labels = torch.randint(0, WIDTHS[name]["num_classes"], (batch,), device=device)
+    labels = torch.randint(0, setup(name).spec.num_classes, (batch,), device=device)
     for precision in ("fp32", "bf16-mixed"):
-        net = build_network(genotype, spec(name), NeuronSpec()).to(device).train()
+        net = build_network(genotype, setup(name).spec, setup(name).neuron).to(device).train()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
 
         def step():

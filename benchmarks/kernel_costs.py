@@ -6,7 +6,7 @@
 Reads every job folder's search.json under the first argument (the winner's cost at
 initialisation, which a search records: BN on batch statistics, the first scoring batch) and,
 where a folder of the same name under --trained holds a trained checkpoint (metrics.json), loads it
-and measures the trained network's cost on the first --test-images test images (kss.cost, BN on
+and measures the trained network's cost on the first --test-images test images (kss.space.cost, BN on
 running statistics). Prints a markdown table per job and one per kernel set (mean over seeds).
 """
 
@@ -18,12 +18,11 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kss.config import kernel_set_name, setting_tag  # noqa: E402
-from kss.cost import first_images, measure_cost  # noqa: E402
-from kss.data import KssDataModule  # noqa: E402
-from kss.evaluate import load_checkpoint  # noqa: E402
+from kss.config import kernel_set_name, setting_tag
+from kss.space.cost import first_images, measure_cost
+from kss.train.data import KssDataModule
+from kss.deploy.evaluate import load_checkpoint
 
 
 def trained_cost(job: Path, images_by_dataset: dict, count: int) -> dict | None:

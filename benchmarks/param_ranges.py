@@ -3,7 +3,7 @@
     python benchmarks/param_ranges.py                 # 2000 sampled candidates per cell
     python benchmarks/param_ranges.py --samples 500 --cell-type backward
 
-Analytic counts (kss.params, Eq. 2) of candidates drawn exactly as the search draws them, with
+Analytic counts (kss.space.params, Eq. 2) of candidates drawn exactly as the search draws them, with
 each preset at its dataset's input (CIFAR 32x32x3, TinyImageNet 64x64x3); the floor is the smallest
 network the space can build.
 """
@@ -11,28 +11,29 @@ network the space can build.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-import yaml
+import numpy as np
+from common import model_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss.config import KERNEL_SETS  # noqa: E402
-from kss.network import ModelSpec  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.params import count_params, param_range, smallest_genotype  # noqa: E402
+from kss.config import KERNEL_SETS
+from kss.space.genotype import sample_genotype
+from kss.space.network import ModelSpec
+from kss.space.neurons import NeuronSpec
+from kss.space.params import count_params, smallest_genotype
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-PRESETS = {"snasnet_cifar10": (10, 32), "snasnet_cifar100": (100, 32), "snasnet_tinyimagenet": (200, 64),
-           "paper_cifar10": (10, 32), "paper_cifar100": (100, 32)}
+PRESETS = {"snasnet_cifar10": "cifar10", "snasnet_cifar100": "cifar100", "snasnet_tinyimagenet": "tinyimagenet",
+           "paper_cifar10": "cifar10", "paper_cifar100": "cifar100"}  # conf/model preset: the dataset it is for
 
 
-def preset(name: str) -> dict:
-    fields = yaml.safe_load((CONF / f"{name}.yaml").read_text())
-    for parent in fields.pop("defaults", []):
-        if parent != "_self_":
-            fields = preset(parent) | fields
-    return fields
+def param_range(spec: ModelSpec, neuron: NeuronSpec, kernels: Sequence[int], samples: int = 2000,
+                seed: int = 0) -> dict[str, int]:
+    """Min / median / max parameters over `samples` genotypes drawn as the search draws them."""
+    if samples < 1:
+        raise SystemExit(f"samples must be >= 1 (got {samples})")
+    rng = np.random.default_rng(seed)
+    counts = [count_params(sample_genotype(rng, kernels, spec.cell_type), spec, neuron) for _ in range(samples)]
+    return {"min": int(np.min(counts)), "median": int(np.median(counts)), "max": int(np.max(counts))}
 
 
 def main():
@@ -42,9 +43,8 @@ def main():
     args = parser.parse_args()
     print(f"| preset | floor | {' | '.join(f'{name} {KERNEL_SETS[name]}' for name in KERNEL_SETS)} |")
     print(f"|---|---|{'---|' * len(KERNEL_SETS)}")
-    for name, (classes, size) in PRESETS.items():
-        fields = preset(name) | {"cell_type": args.cell_type}
-        spec = ModelSpec(in_channels=3, image_size=size, num_classes=classes, **fields)
+    for name, dataset in PRESETS.items():
+        spec = model_spec(name, dataset, cell_type=args.cell_type)
         floor = count_params(smallest_genotype(args.cell_type), spec, NeuronSpec())
         cells = []
         for kernels in KERNEL_SETS.values():

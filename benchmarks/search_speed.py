@@ -4,10 +4,10 @@
     python benchmarks/search_speed.py --sizes tiny fashion_mnist --candidates 3
 
 Paths (the same candidates, weights, images and dropout masks):
-reference:  tests/reference_snasnet.py, SNASNet's forward as written (single-step neurons, a Python
+reference:  kss/space/reference_snasnet.py, SNASNet's forward as written (single-step neurons, a Python
             loop over timesteps, per-timestep BN, its K hook per LIF call).
 eager:      kss with score.fused=false: multi-step, no-grad LIF, one Gram product per layer.
-fused:      kss with score.fused=true: kss.fused's compiled LIF and pool (compiled in the warm-up).
+fused:      kss with score.fused=true: kss.space.fused's compiled LIF and pool (compiled in the warm-up).
 bf16:       fused under score.precision=bf16 (a bf16, channels-last copy of the network): not exact;
             its R is compared with fp32's.
 convs:      the candidate's convolutions alone, on the shapes and weights of the scoring forward;
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 
@@ -31,20 +30,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kss import fused  # noqa: E402
-from kss.genotype import sample_genotype  # noqa: E402
-from kss.network import ModelSpec, scoring_network  # noqa: E402
-from kss.neurons import NeuronSpec  # noqa: E402
-from kss.score import score_network  # noqa: E402
-from kss.search import candidate_rngs  # noqa: E402
-from tests.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips  # noqa: E402
+from common import candidate as setup_candidate
+from common import search_setup
+
+from kss.search.score import score_network
+from kss.space import fused
+from kss.space.reference_snasnet import ReferenceSNASNet, load_from_kss, reference_score, spike_flips
 
 SIZES = {
-    # name: (model widths, image size, channels, search batch)
-    "tiny": (dict(c1=4, c2=8, population=10, hidden=16, timesteps=2), 16, 3, 32),
-    "fashion_mnist": (dict(c1=16, c2=32, population=100, hidden=256, timesteps=4), 28, 1, 128),
-    "cifar100": (dict(c1=128, c2=256, population=500, hidden=1024, timesteps=5, num_classes=100), 32, 3, 256),
+    # name: (model preset, dataset: its input shape, search batch)
+    "tiny": ("tiny", "synthetic", 32),
+    "fashion_mnist": ("cpu", "fashion_mnist", 128),
+    "cifar100": ("snasnet_cifar100", "cifar100", 256),
 }
 PATHS = ("reference", "eager", "fused", "bf16", "convs", "convs_bf16")
 
@@ -55,23 +52,29 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
+def setup(size: str, kernels, cell_type: str):
+    model, dataset, _ = SIZES[size]
+    return search_setup(f"model={model}", f"dataset={dataset}", f"kernel_set.kernels=[{','.join(map(str, kernels))}]",
+                        f"model.cell_type={cell_type}", "seed=0")
+
+
 def model_shape(size: str) -> dict:
-    widths, image_size, channels, _ = SIZES[size]
-    return dict(in_channels=channels, image_size=image_size, num_classes=widths.get("num_classes", 10),
-                dropout=0.5, sap=2) | widths
+    """The preset's shape as the reference transcription takes it."""
+    spec = setup(size, [3, 5], "forward").spec
+    return dict(in_channels=spec.in_channels, image_size=spec.image_size, num_classes=spec.num_classes, c1=spec.c1,
+                c2=spec.c2, population=spec.population, hidden=spec.hidden, sap=spec.sap, timesteps=spec.timesteps,
+                dropout=spec.dropout, stem_stride=spec.stem_stride)
 
 
 def make_images(size: str, batch: int | None) -> list[torch.Tensor]:
-    _, image_size, channels, default_batch = SIZES[size]
-    return [torch.randn(batch or default_batch, channels, image_size, image_size,
+    shape, default_batch = model_shape(size), SIZES[size][2]
+    return [torch.randn(batch or default_batch, shape["in_channels"], shape["image_size"], shape["image_size"],
                         generator=torch.Generator().manual_seed(r)) for r in range(2)]
 
 
 def candidate(size: str, index: int, kernels, cell_type: str):
-    rng, init_seed = candidate_rngs(0, index)
-    genotype = sample_genotype(rng, kernels, cell_type)
-    torch.manual_seed(init_seed)
-    return genotype, scoring_network(genotype, ModelSpec(**model_shape(size), cell_type=cell_type), NeuronSpec())
+    """Candidate `index` of a seed-0 search (kss.search.candidate builds it)."""
+    return setup_candidate(setup(size, kernels, cell_type), index)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """kss: kernel-size scaling for embedded spiking neural networks.
 
-Where things are: the search space in `genotype.py` (ops, cells, sampling), the network in
-`network.py`, the R-score in `score.py`, the search loop in `search.py`, data in `data.py`.
+Where things are, by stage: the search space in `space/` (the op registry `ops.py`, genotype,
+network, parameters, cost), the search in `search/` (score, setup, candidate, loop, shards, guided),
+training in `train/` (data, module), studies in `study/`, evaluation and export in `deploy/`, and the
+config-reading tasks the scripts call in `tasks/`.
 """
 
 import os

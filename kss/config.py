@@ -9,18 +9,27 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kss.errors import KssError
-from kss.network import ModelSpec, check_kernels
-from kss.neurons import NeuronSpec
+from kss.space.cost import CostTable
+from kss.space.network import ModelSpec, check_kernels
+from kss.space.neurons import NeuronSpec
 
-# The paper's kernel sets; set1 is SNASNet's.
-KERNEL_SETS = {
-    "set1": (1, 3),
-    "set2": (1, 5),
-    "set3": (3, 5),
-    "set4": (1, 7),
-    "set5": (3, 7),
-    "set6": (5, 7),
-}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def read_kernel_sets(conf: Path = CONF) -> dict[str, tuple[int, ...]]:
+    """The kernel_set group's options, name -> kernels, from conf/kernel_set/*.yaml (their only definition;
+    set1 is SNASNet's). A file's `name:` must be its option name."""
+    sets = {}
+    for path in sorted((conf / "kernel_set").glob("*.yaml"), key=lambda p: (len(p.stem), p.stem)):
+        option = OmegaConf.load(path)
+        if option.get("name") != path.stem:
+            raise KssError(f"{path} names itself {option.get('name')!r}; its name must be {path.stem!r}")
+        sets[path.stem] = tuple(option.kernels)
+    return sets
+
+
+# The paper's kernel sets, as conf/ defines them.
+KERNEL_SETS = read_kernel_sets()
 
 
 def setting_tag(kernels, iters: int | None = None) -> str:
@@ -67,7 +76,7 @@ def data_split(cfg: DictConfig) -> dict:
 
 
 def data_module(cfg: DictConfig, batch_size: int | None = None):
-    from kss.data import KssDataModule
+    from kss.train.data import KssDataModule  # here: lightning and torchvision take ~2 s that --help and refusals skip
 
     fields = OmegaConf.to_container(cfg.dataset, resolve=True)
     fields.pop("score_batch_size", None)  # the scoring batch the dataset brings (score.batch_size), not the loaders'
@@ -110,8 +119,6 @@ def budgets(cfg: DictConfig) -> dict:
 
 
 def cost_table(cfg: DictConfig):
-    from kss.cost import CostTable
-
     cost = cfg.get("cost") or {}
     return CostTable(**{k: cost[k] for k in ("e_mac_pj", "e_ac_pj", "state_bytes") if k in cost})
 

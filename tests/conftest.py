@@ -26,9 +26,9 @@ def compose_cfg():
 def interrupt_scoring(monkeypatch):
     """interrupt_scoring(n): the search's n-th scored candidate raises KeyboardInterrupt (a Ctrl-C);
     returns a function that puts the real scoring back."""
-    import kss.search
+    import kss.search.candidate
 
-    real = kss.search.score_network
+    real = kss.search.candidate.score_network
 
     def arm(n: int):
         calls = []
@@ -39,7 +39,7 @@ def interrupt_scoring(monkeypatch):
                 raise KeyboardInterrupt
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(kss.search, "score_network", score)
-        return lambda: monkeypatch.setattr(kss.search, "score_network", real)
+        monkeypatch.setattr(kss.search.candidate, "score_network", score)
+        return lambda: monkeypatch.setattr(kss.search.candidate, "score_network", real)
 
     return arm

@@ -1,0 +1,176 @@
+"""The paper's kernel-size comparison at a real training budget (issue 20): set1 (1,3) vs set3 (3,5) vs
+set6 (5,7) on Fashion-MNIST with the cpu preset. One 1000-candidate search per kernel set (seed 0), then
+each winner trained for --epochs full epochs with seeds 0, 1, 2, paired by seed; test accuracy and the
+trained network's energy per image side by side.
+
+    # run (resumable: rerun the same command; finished work is found finished, a search resumes from its
+    # candidates, a training from its last checkpoint on the same machine)
+    nohup setsid nice -n 19 python benchmarks/kernel_study.py run > outputs/kernel_study.log 2>&1 &
+    python benchmarks/kernel_study.py summarise      # what has finished, into docs/results/fmnist_kernel_study/
+    python benchmarks/kernel_study.py save           # also the unfinished searches' candidates, to commit them
+
+Every finished search (candidates.jsonl, search.json, search_settings.json) and every finished training's
+metrics.json is copied into docs/results/fmnist_kernel_study/ as it finishes, and `run` restores them from
+there first, so a later session on a new machine continues instead of starting over (a training that was
+interrupted on another machine starts again: its checkpoints are not committed). Set 3's search starts from
+the committed 5000-candidate random reference: its first 1000 candidates are a 1000-candidate search
+(candidate i depends on (seed, i) only), so only set 1's and set 6's searches have to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["experiment=fmnist_cpu", "wandb.mode=disabled", "progress=false", "extras=none"]
+SEARCH_FILES = ("candidates.jsonl", "search.json", "search_settings.json")
+REFERENCE = ROOT / "docs" / "results" / "fmnist_random5000"  # set3, seed 0, the same settings
+
+
+def search_dir(args, kernel_set: str) -> Path:
+    return args.out / f"search_{kernel_set}_{args.iters}x"
+
+
+def train_dir(args, kernel_set: str, seed: int) -> Path:
+    return args.out / f"train_{kernel_set}_{args.epochs}ep_seed{seed}"
+
+
+def kept(args, where: Path) -> Path:
+    return args.results / where.name
+
+
+def restore(args) -> None:
+    for saved in sorted(p for p in args.results.glob("*") if p.is_dir()):
+        target = args.out / saved.name
+        if not target.exists():
+            shutil.copytree(saved, target)
+            print(f"restored {saved} -> {target}", flush=True)
+
+
+def seed_set3_from_reference(args) -> None:
+    where = search_dir(args, "set3")
+    if where.exists() or not (REFERENCE / "candidates.jsonl").exists():
+        return
+    where.mkdir(parents=True)
+    lines = (REFERENCE / "candidates.jsonl").read_text().splitlines()[: args.iters]
+    (where / "candidates.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy2(REFERENCE / "search_settings.json", where / "search_settings.json")
+    print(f"set3: the first {len(lines)} candidates of {REFERENCE}", flush=True)
+
+
+def call(command: list[str]) -> bool:
+    print(" ".join(command), flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode == 0
+
+
+def run(args) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    restore(args)
+    seed_set3_from_reference(args)
+    for kernel_set in args.sets:
+        where = search_dir(args, kernel_set)
+        if not (where / "search.json").exists():
+            call([sys.executable, "search.py", *COMMON, f"kernel_set={kernel_set}", f"iters={args.iters}", "seed=0",
+                  f"hydra.run.dir={where}"])
+        if (where / "search.json").exists():
+            save(where, kept(args, where), SEARCH_FILES)
+    for seed in args.seeds:  # seed-major: partial results are paired by seed
+        for kernel_set in args.sets:
+            genotype = search_dir(args, kernel_set) / "search.json"
+            where = train_dir(args, kernel_set, seed)
+            if not genotype.exists() or (where / "metrics.json").exists():
+                continue
+            if call([sys.executable, "train.py", *COMMON, f"genotype={genotype}", f"seed={seed}",
+                     f"trainer.max_epochs={args.epochs}", f"hydra.run.dir={where}"]):
+                save(where, kept(args, where), ("metrics.json",))
+                summarise(args)
+
+
+def save_all(args) -> None:
+    """Every search so far, finished or not (a search resumes from its candidates), and finished trainings."""
+    for where in sorted(args.out.glob("search_*")):
+        save(where, kept(args, where), SEARCH_FILES)
+        print(f"saved {where}", flush=True)
+    for where in sorted(args.out.glob("train_*")):
+        if (where / "metrics.json").exists():
+            save(where, kept(args, where), ("metrics.json",))
+    summarise(args)
+
+
+def save(src: Path, dst: Path, names) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+
+
+def summarise(args) -> None:
+    rows = []
+    for kernel_set in args.sets:
+        for seed in args.seeds:
+            path = kept(args, train_dir(args, kernel_set, seed)) / "metrics.json"
+            if path.exists():
+                m = json.loads(path.read_text())
+                rows.append({"kernel_set": kernel_set, "seed": seed, "test_acc": m["test_acc"],
+                             "best_val_acc": m.get("best_val_acc"), "params": m["params"],
+                             "energy_uj": m.get("energy_uj"), "search_score": m.get("search_score"),
+                             "train_seconds": m.get("train_seconds"), "epochs": m.get("epochs")})
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [f"# Kernel sets at {args.epochs} full epochs: Fashion-MNIST, experiment=fmnist_cpu",
+             "",
+             f"Each set's winner of one {args.iters}-candidate search (seed 0), trained with seeds "
+             f"{', '.join(map(str, args.seeds))}. Test accuracy of the best-validation checkpoint; energy per test image "
+             "of the trained network (kss.space.cost, 45 nm table).",
+             "",
+             "| kernel set | seed | test acc | best val acc | params | energy (uJ/image) | R | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        energy = f"{r['energy_uj']:.2f}" if r["energy_uj"] is not None else "-"
+        lines.append(f"| {r['kernel_set']} | {r['seed']} | {100 * r['test_acc']:.2f}% | "
+                     f"{100 * r['best_val_acc']:.2f}% | {r['params']} | {energy} | {r['search_score']:.2f} | "
+                     f"{r['train_seconds']:.0f} |")
+    by_set = {s: [r["test_acc"] for r in rows if r["kernel_set"] == s] for s in args.sets}
+    lines += ["", "| kernel set | trainings | test acc mean | sd |", "|---|---|---|---|"]
+    for s, accs in by_set.items():
+        sd = f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
+        mean = f"{100 * statistics.mean(accs):.2f}%" if accs else "-"
+        lines.append(f"| {s} | {len(accs)} | {mean} | {sd} |")
+    paired = [seed for seed in args.seeds if all(any(r["kernel_set"] == s and r["seed"] == seed for r in rows)
+                                                  for s in args.sets)]
+    if paired and len(args.sets) > 1:
+        lines += ["", f"Paired differences against {args.sets[0]} (seeds {', '.join(map(str, paired))}), points:"]
+        base = {r["seed"]: r["test_acc"] for r in rows if r["kernel_set"] == args.sets[0]}
+        for s in args.sets[1:]:
+            diffs = [100 * (r["test_acc"] - base[r["seed"]]) for r in rows if r["kernel_set"] == s and r["seed"] in paired]
+            lines.append(f"- {s} - {args.sets[0]}: " + ", ".join(f"{d:+.2f}" for d in diffs)
+                         + (f" (mean {statistics.mean(diffs):+.2f})" if diffs else ""))
+    remaining = [f"{s} seed {seed}" for seed in args.seeds for s in args.sets
+                 if not any(r["kernel_set"] == s and r["seed"] == seed for r in rows)]
+    lines += ["", "Remaining: " + (", ".join(remaining) if remaining else "none"),
+              "Continue with: `python benchmarks/kernel_study.py run` (see the script's docstring)."]
+    (args.results / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["run", "summarise", "save"])
+    parser.add_argument("--sets", nargs="+", default=["set1", "set3", "set6"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iters", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "long" / "kernel_study")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "fmnist_kernel_study")
+    args = parser.parse_args()
+    {"run": run, "summarise": summarise, "save": save_all}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+import csv
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from kss.errors import KssError
+from kss.study.proxy import pick_spread, run_proxy
+from kss.study.stats import paired_difference, rank_correlations
+
+STUDY = ["trainer.max_epochs=1", "wandb.mode=disabled", "optimizer=adam", "optimizer.lr=1e-2", "iters=8",
+         "dataset.train_size=64", "dataset.val_size=32", "dataset.test_size=16", "kernel_sets=[set1,set3]",
+         "proxy.per_set=2", "proxy.seeds=2", "proxy.long_archs=3", "proxy.long_factor=2", "proxy.bootstrap=50",
+         "proxy.train_fraction=0.5"]
+
+
+def test_rank_statistics_on_known_answers():
+    order = [0.1, 0.4, 0.5, 0.9, 1.3, 2.0]
+    up = rank_correlations(order, [1, 2, 3, 4, 5, 6], resamples=200)
+    assert up["tau"] == pytest.approx(1) and up["rho"] == pytest.approx(1)
+    down = rank_correlations(order, [6, 5, 4, 3, 2, 1], resamples=200)
+    assert down["tau"] == pytest.approx(-1) and down["rho"] == pytest.approx(-1)
+    rng = np.random.default_rng(0)
+    x, y = rng.random(40), rng.random(40)
+    noisy = rank_correlations(x, x + 0.5 * y, resamples=300)
+    for name in ("tau", "rho"):
+        low, high = noisy[f"{name}_ci"]
+        assert -1 <= low <= noisy[name] <= high <= 1
+    with pytest.raises(KssError, match="at least 3 architectures"):
+        rank_correlations([1, 2], [1, 2])
+
+
+def test_paired_difference_against_the_seed_spread():
+    clear = paired_difference([0.90, 0.91, 0.92], [0.80, 0.81, 0.82])
+    assert clear["mean_diff"] == pytest.approx(0.10) and clear["beyond_seed_spread"]
+    noise = paired_difference([0.80, 0.90, 0.85], [0.85, 0.82, 0.88])
+    assert not noise["beyond_seed_spread"]
+    with pytest.raises(KssError, match="same seeds"):
+        paired_difference([0.9], [0.8])
+
+
+def records(scores):
+    return [{"index": i, "status": "scored" if s is not None else "over_budget", "score": s}
+            for i, s in enumerate(scores)]
+
+
+def test_picks_are_distinct_and_cover_the_score_range():
+    rng = np.random.default_rng(1)
+    scores = list(rng.normal(size=50)) + [None] * 5
+    picks = pick_spread(records(scores), 7)
+    assert len({p["index"] for p in picks}) == 7
+    finite = [s for s in scores if s is not None]
+    assert picks[0]["score"] == min(finite) and picks[-1]["score"] == max(finite)  # lowest and best
+    assert [p["score"] for p in picks] == sorted(p["score"] for p in picks)
+    assert len(pick_spread(records([1.0, 2.0, 3.0]), 3)) == 3
+
+
+def test_bad_picks():
+    with pytest.raises(KssError, match="scored no candidate"):
+        pick_spread(records([None, None]), 2)
+    with pytest.raises(KssError, match="scored only 2 candidates"):
+        pick_spread(records([1.0, 2.0]), 3)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["kernel_sets=[set1]", "proxy.per_set=2"], "at least 3 architectures"),
+    (["proxy.epochs=0"], "training budget and must be a positive integer"),
+    (["proxy.train_fraction=0"], "train_fraction must be in"),
+])
+def test_bad_study_input_is_one_line(compose_cfg, tmp_path, overrides, message):
+    cfg = compose_cfg(*STUDY, *overrides, config_name="proxy")
+    with pytest.raises(KssError, match=message) as info:
+        run_proxy(cfg, tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_search_with_no_scored_candidate_is_one_line(compose_cfg, tmp_path, monkeypatch):
+    import kss.search.candidate
+
+    monkeypatch.setattr(kss.search.candidate, "score_network", lambda *args, **kwargs: float("-inf"))  # all singular
+    cfg = compose_cfg(*STUDY, config_name="proxy")
+    with pytest.raises(KssError, match="no candidate could be scored") as info:
+        run_proxy(cfg, tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
+    cfg = compose_cfg(*STUDY, config_name="proxy")
+    result = run_proxy(cfg, tmp_path)
+    for name in ("proxy.csv", "proxy.json", "proxy.md", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "picks.json"):
+        assert (tmp_path / name).exists(), name
+    with open(tmp_path / "proxy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["kernel_set"] for r in rows} == {"set1", "set3"}
+    assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
+    pooled = result["correlations"]["pooled"]
+    assert set(pooled) == {"hamming", "naswot", "params", "random"}
+    for stat in pooled.values():
+        assert stat["n"] == 4
+        assert stat["tau"] is None or -1 <= stat["tau"] <= 1
+        assert stat["rho"] is None or -1 <= stat["rho"] <= 1
+    assert len(result["seed_noise"]["top_scored"]["val_acc"]) == 2
+    assert result["budget"]["n"] == 3 and result["budget"]["epochs"] == 2
+    assert json.loads((tmp_path / "proxy.json").read_text())["n"] == 4
+    # test=false: no training of the study ever looked at the test split
+    for metrics in tmp_path.glob("train/*/metrics.json"):
+        assert json.loads(metrics.read_text())["test_acc"] is None
+
+    # a rerun trains nothing and scores nothing
+    import kss.study.proxy
+    import kss.tasks.train
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished study recomputed something")
+
+    monkeypatch.setattr(kss.tasks.train.L.Trainer, "fit", fail)
+    monkeypatch.setattr(kss.study.proxy, "evaluate_candidate", fail)
+    again = run_proxy(cfg, tmp_path)
+    assert again["correlations"] == result["correlations"]
+
+
+def cell(*ops):
+    edges = ["0->1", "0->2", "1->2", "0->3", "1->3", "2->3"]
+    return {"cell_type": "forward", "edges": dict(zip(edges, ops))}
+
+
+def synthetic_study(n=12, seed=3):
+    """Picks as run_proxy makes them; the first cell is drawn again in set3, two picks have 3 seeds."""
+    rng = np.random.default_rng(seed)
+    ops = ["zero", "skip", "conv3", "avgpool3"]
+    every = list(itertools.product(ops, repeat=6))
+    genotypes = [cell(*every[i]) for i in rng.choice(len(every), n, replace=False)]  # distinct cells
+    genotypes[0] = cell("avgpool3", "zero", "skip", "avgpool3", "avgpool3", "avgpool3")  # conv-free
+    rows = [{"kernel_set": "set1" if i < n // 2 else "set3", "kernels": [1, 3] if i < n // 2 else [3, 5], "index": i,
+             "genotype": g, "hamming": float(rng.normal()), "naswot": float(rng.normal()),
+             "params": int(rng.integers(1000, 2000)), "random": float(rng.random()),
+             "val_acc": float(rng.random()), "val_acc_long": float(rng.random()) if i % 2 else None}
+            for i, g in enumerate(genotypes)]
+    rows.append(dict(rows[0], kernel_set="set3", kernels=[3, 5], val_acc_long=None))  # same cell, same seed: one run
+    seed_noise = {label: {"kernel_set": rows[i]["kernel_set"], "index": rows[i]["index"], "seeds": [0, 1, 2],
+                          "val_acc": [rows[i]["val_acc"], float(rng.random()), float(rng.random())]}
+                  for label, i in (("top_scored", 1), ("median_scored", n - 1))}
+    return rows, seed_noise
+
+
+def test_architectures_collapse_duplicates_and_merge_seeds():
+    from kss.study.proxy import architectures, conv_edges
+
+    rows, noise = synthetic_study()
+    archs = architectures(rows, noise, base_seed=0)
+    assert len(archs) == len(rows) - 1  # the cell drawn in set1 and set3 is one architecture
+    twice = archs[0]
+    assert twice["copies"] == 2 and twice["kernel_sets"] == ["set1", "set3"]
+    assert twice["runs"] == [rows[0]["val_acc"]]  # the same seed twice is one run, not two seeds
+    assert twice["conv_edges"] == 0 and conv_edges(rows[1]["genotype"]) == list(rows[1]["genotype"]["edges"].values()).count("conv3")
+    seeded = archs[1]
+    assert seeded["runs"] == noise["top_scored"]["val_acc"] and seeded["val_acc_single"] == rows[1]["val_acc"]
+    assert seeded["val_acc"] == pytest.approx(np.mean(noise["top_scored"]["val_acc"]))
+    old = {k: {kk: vv for kk, vv in v.items() if kk != "seeds"} for k, v in noise.items()}  # proxy.json before seeds
+    assert architectures(rows, old, base_seed=0)[1]["runs"] == seeded["runs"]
+
+
+def test_study_statistics_and_report(tmp_path):
+    from kss.study.proxy import study_statistics, summary_markdown, write_outputs
+
+    rows, noise = synthetic_study()
+    stats = study_statistics(rows, noise, base_seed=0, long_epochs=3, resamples=50, seed=0)
+    assert stats["n"] == 12 and stats["n_picks"] == 13 and stats["duplicates"][0]["kernel_sets"] == ["set1", "set3"]
+    pooled = stats["correlations"]["pooled"]
+    assert pooled["hamming"]["n"] == 12 and {"tau_p", "rho_p", "tau_ci"} <= set(pooled["hamming"])
+    assert set(pooled["hamming"]) >= {"given_params", "given_conv_edges", "vs_params"}
+    assert "given_params" not in pooled["params"] and "vs_params" not in pooled["params"]
+    assert stats["correlations"]["set3"]["hamming"]["n"] == 7  # the set1 + set3 cell counts in both sets
+    rel = stats["reliability"]
+    assert rel["replicated"] == 2 and rel["seeds"] == [3, 3] and rel["ceiling"]["tau"] is not None
+    assert set(rel["groups"]) == {"pooled", "set1", "set3"}
+    curves = stats["regret_curves"]
+    assert curves["k"] == list(range(1, 13)) and len(curves["hamming"]) == 12 and curves["random_selection"][0] == pytest.approx(curves["hamming"][0])
+    assert stats["budget"]["n"] == 6 and stats["budget"]["change"]["n"] == 6
+
+    result = {"settings": {"epochs": 1, "train_fraction": 0.5, "bootstrap": 50}, **stats, "seed_noise": noise}
+    text = summary_markdown(result)
+    assert "n = 12 distinct architectures (13 picks; 1 duplicate" in text
+    assert "Reliability of one training run" in text and "partial tau given params" in text
+    assert "| pooled | hamming | 12 |" in text and "Best-of-k regret" in text and "long - short" in text
+    write_outputs(tmp_path, rows, result)
+    assert {"proxy.csv", "proxy.json", "proxy.md", "proxy.png", "proxy_ranks.png", "proxy_regret.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_reanalyse_a_finished_study(tmp_path):
+    import subprocess
+    import sys
+
+    from kss.study.proxy import reanalyse, study_statistics, write_outputs
+
+    rows, noise = synthetic_study()
+    stats = study_statistics(rows, noise, base_seed=0, long_epochs=3, resamples=50, seed=0)
+    settings = {"epochs": 1, "train_fraction": 0.5, "long_epochs": 3, "seed": 0, "bootstrap": 50}
+    write_outputs(tmp_path, rows, {"settings": settings, **stats, "seed_noise": noise})
+    again = reanalyse(tmp_path, resamples=50, title="a re-analysis")
+    assert again["correlations"] == stats["correlations"] and again["reliability"] == stats["reliability"]
+    assert (tmp_path / "stats_rerun.md").read_text().startswith("# a re-analysis\n")
+    assert (tmp_path / "stats_rerun_regret.png").exists() and (tmp_path / "stats_rerun.json").exists()
+    missing = subprocess.run([sys.executable, "-m", "kss.study.proxy", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_wandb_run(compose_cfg, tmp_path):
+    from kss.study.proxy import log_to_wandb, study_statistics, write_outputs
+
+    rows, noise = synthetic_study()
+    result = {"settings": {"epochs": 1, "train_fraction": 1.0}, "seed_noise": noise,
+              **study_statistics(rows, noise, base_seed=0, long_epochs=3, resamples=50, seed=0)}
+    write_outputs(tmp_path, rows, result)
+    log_to_wandb(compose_cfg("wandb.mode=offline", "name=unit", config_name="proxy"), tmp_path, rows, result)
+    run = next((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(run.glob("*.wandb"))  # the run's data: the table, the plots and the summary
