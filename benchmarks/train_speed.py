@@ -4,7 +4,7 @@ trainer.deterministic x model.batch_norm x model.compile x channels-last.
 --mode interleaved (default): the network, AdamW and three real batches as `train.py experiment=fmnist_cpu`
 builds them, every row's training step in turn, round after round (shuffled), in one process, so that a
 shared machine's changing load falls on all rows alike; images/s from each row's median step.
---mode lightning: each row a real `train.py experiment=fmnist_cpu` training (kss.training.run_train:
+--mode lightning: each row a real `train.py experiment=fmnist_cpu` training (kss.tasks.train.run_train:
 Lightning, the data loader) cut to a few batches, one after the other; images/s counts the batches after
 the warm-up ones. "first steps" is the warm-up steps' time (allocation; a compiled network compiles there).
 batch_norm per_step is the native per-step path (one output, one input gradient); per_step_tcalls is the
@@ -33,9 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import kss.module  # noqa: E402
-from kss.network import SeqBatchNorm2d, build_network  # noqa: E402
-from kss.training import run_train  # noqa: E402
+import kss.train.module  # noqa: E402
+from kss.space.network import SeqBatchNorm2d, build_network  # noqa: E402
+from kss.tasks.train import run_train  # noqa: E402
 
 # the cell `python train.py experiment=fmnist_cpu` searches and trains (docs/results/fmnist_cpu_train_metrics.json)
 GENOTYPE = {"cell_type": "forward", "edges": {"0->1": "conv3", "0->2": "avgpool3", "1->2": "conv1", "0->3": "conv1",
@@ -64,12 +64,12 @@ def measure(row: dict, genotype_file: Path, out: Path, batches: int, warmup: int
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     SeqBatchNorm2d.native_steps = row["batch_norm"] != "per_step_tcalls"
-    kss.module.build_network = functools.partial(build_network, channels_last=row["layout"] == "channels_last")
+    kss.train.module.build_network = functools.partial(build_network, channels_last=row["layout"] == "channels_last")
     STEPS.clear()
     try:
         run_train(cfg, out)
     finally:
-        SeqBatchNorm2d.native_steps, kss.module.build_network = True, build_network
+        SeqBatchNorm2d.native_steps, kss.train.module.build_network = True, build_network
     timed = STEPS[warmup:]
     return sum(n for _, n in timed) / sum(s for s, _ in timed), sum(s for s, _ in STEPS[:warmup])
 
@@ -86,7 +86,7 @@ def interleaved(args) -> tuple[list[dict], dict, str]:
     from omegaconf import OmegaConf
 
     from kss import config as C
-    from kss.genotype import Genotype
+    from kss.space.genotype import Genotype
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=fmnist_cpu", "dataset.num_workers=0"])

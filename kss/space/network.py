@@ -104,7 +104,7 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
 
     On CPU the per-step kernels write their slices of one output (and, backwards, of one input
     gradient), with no cat or stack copy: the bits of T BatchNorm2d calls, gradients included
-    (tests/test_network.py). Elsewhere (CUDA, torch.compile, a time-constant view) it makes the T calls.
+    (tests/space/test_network.py). Elsewhere (CUDA, torch.compile, a time-constant view) it makes the T calls.
     """
 
     native_steps = True  # False: always the T BatchNorm2d calls (the reference the tests and benchmarks compare to)

@@ -149,7 +149,7 @@ def test_per_step_batch_norm_never_writes_into_a_time_constant_view():
 def _t_call_batch_norm(x_seq, channels, monkeypatch, native, **settings):
     """One training step through a SeqBatchNorm2d (native_steps on or off): output, gradients, the
     layer; then a second step's output and eval-mode outputs from the running statistics."""
-    from kss.network import SeqBatchNorm2d
+    from kss.space.network import SeqBatchNorm2d
 
     with monkeypatch.context() as patch:
         patch.setattr(SeqBatchNorm2d, "native_steps", native)
@@ -208,7 +208,7 @@ def test_a_training_step_with_native_per_step_batch_norm_is_the_t_call_step_to_t
                                                                                        monkeypatch):
     """A whole network's loss, every parameter's gradient and every running statistic after one
     forward/backward: the same bits with the native per-step path as with T BatchNorm2d calls."""
-    import kss.network as N
+    import kss.space.network as N
 
     genotype = load_genotype("snasnet_cifar10") if cell_type == "backward" else Genotype.from_json(
         {"cell_type": "forward", "edges": {"0->1": "conv3", "0->2": "conv5", "1->2": "avgpool3", "0->3": "conv5",

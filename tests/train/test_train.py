@@ -430,7 +430,7 @@ def test_compile_switch_compiles_the_network_in_place(train_cfg):
 def test_compile_auto_is_off_for_tests_and_short_runs_and_on_for_a_long_cpu_run(train_cfg, compose_cfg, tmp_path):
     from types import SimpleNamespace
 
-    from kss.training import COMPILE_PAYS_FROM_S, estimated_eager_seconds, should_compile
+    from kss.tasks.train import COMPILE_PAYS_FROM_S, estimated_eager_seconds, should_compile
 
     tiny = train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward")
     assert tiny.model.compile == "auto"  # the default
