@@ -93,6 +93,7 @@ def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.parametrize("script, args", [
     ("train", ["dataset=cifar10", "model=tiny", "iters=5", "dataset.download=false"]),  # no CIFAR here
     ("train", ["dataset=synthetic", "iters=2", "score.batch_size=300"]),  # refused before loggers and files
+    ("train", ["dataset=synthetic", "model=tiny", "iters=2", "model.compile=maybe"]),
     ("search", ["dataset=cifar10", "model=tiny", "iters=5", "dataset.download=false"]),
     ("eval", ["ckpt_path=/nonexistent/run", "dataset=synthetic"]),
     ("sweep", ["kernel_sets=[set9]", "dataset=synthetic"]),

@@ -101,10 +101,16 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
     per_step: in training, each timestep is normalised with its own batch statistics and the
     running statistics are updated once per timestep, as T single-step calls would do (SNASNet).
     joint: statistics over all T x B samples at once. In eval both use the running statistics.
+
+    On CPU the per-step kernels write their slices of one output (and, backwards, of one input
+    gradient), with no cat or stack copy: the bits of T BatchNorm2d calls, gradients included
+    (tests/space/test_network.py). Elsewhere (CUDA, torch.compile, a time-constant view) it makes the T calls.
     """
 
-    def __init__(self, channels: int, per_step: bool = True, owns_input: bool = False):
-        super().__init__(channels)
+    native_steps = True  # False: always the T BatchNorm2d calls (the reference the tests and benchmarks compare to)
+
+    def __init__(self, channels: int, per_step: bool = True, owns_input: bool = False, track_running_stats: bool = True):
+        super().__init__(channels, track_running_stats=track_running_stats)
         self.per_step = per_step
         # owns_input: nothing else reads the input (a convolution's fresh output), so the no-grad
         # path may normalise it in place, the same bits without a second [T, B, C, H, W] tensor
@@ -112,11 +118,26 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.per_step and self.training and x_seq.shape[0] > 1:
-            if not torch.is_grad_enabled() and _dense_steps(x_seq) and x_seq.dtype == self.weight.dtype:
+            native = self.native_steps and _dense_steps(x_seq) and x_seq.dtype == self.weight.dtype
+            if native and not torch.is_grad_enabled():
                 return self._per_step_into(x_seq)
+            if native and x_seq.device.type == "cpu" and not torch.compiler.is_compiling():
+                track = self.track_running_stats
+                return _PerStepBatchNorm.apply(x_seq, self.weight, self.bias, self.running_mean if track else None,
+                                               self.running_var if track else None, self._momenta(len(x_seq)), self.eps)
             # cat keeps channels-last, where stack would not
             return torch.cat([super(SeqBatchNorm2d, self).forward(x) for x in x_seq]).unflatten(0, x_seq.shape[:2])
         return super().forward(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
+
+    def _momenta(self, steps: int) -> list[float]:
+        """Each timestep's momentum, counted as BatchNorm2d.forward counts before each of T calls."""
+        if not self.track_running_stats:  # batch statistics only, no update
+            return [0.0] * steps
+        momenta = []
+        for _ in range(steps):
+            self.num_batches_tracked.add_(1)
+            momenta.append(self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked))
+        return momenta
 
     def _per_step_into(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The same per-step kernel calls, each writing its slice of one output (no cat copy):
@@ -124,11 +145,7 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
         out = x_seq if self.owns_input else torch.empty_like(x_seq)
         mean, invstd = x_seq.new_empty(0), x_seq.new_empty(0)  # the kernel's saved statistics (distinct buffers)
         track = self.track_running_stats  # as BatchNorm2d.forward: without it, batch statistics and no update
-        for x, y in zip(x_seq, out):
-            momentum = 0.0
-            if track:
-                self.num_batches_tracked.add_(1)  # as BatchNorm2d.forward does before each call
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        for x, y, momentum in zip(x_seq, out, self._momenta(len(x_seq))):
             torch.ops.aten.native_batch_norm.out(
                 x, self.weight, self.bias, self.running_mean if track else None, self.running_var if track else None,
                 True, momentum, self.eps, out=y, save_mean=mean, save_invstd=invstd)
@@ -136,6 +153,42 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", per_step={self.per_step}, owns_input={self.owns_input}"
+
+
+class _PerStepBatchNorm(torch.autograd.Function):
+    """Per-timestep batch norm of a dense [T, B, C, H, W] sequence with gradients: T native kernel
+    calls writing slices of one output, T backward kernels writing slices of one input gradient.
+    The weight and bias gradients are summed over t in the order autograd accumulates T calls'
+    (last timestep first), so every result is the T-call path's to the bit."""
+
+    @staticmethod
+    def forward(ctx, x_seq, weight, bias, running_mean, running_var, momenta, eps):
+        steps, channels = x_seq.shape[0], x_seq.shape[2]
+        out = torch.empty_like(x_seq)
+        mean, invstd = x_seq.new_empty(steps, channels), x_seq.new_empty(steps, channels)
+        for t, momentum in enumerate(momenta):
+            torch.ops.aten.native_batch_norm.out(x_seq[t], weight, bias, running_mean, running_var, True, momentum,
+                                                 eps, out=out[t], save_mean=mean[t], save_invstd=invstd[t])
+        ctx.save_for_backward(x_seq, weight, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x_seq, weight, mean, invstd = ctx.saved_tensors
+        steps, channels = x_seq.shape[0], x_seq.shape[2]
+        grad = grad.flatten(0, 1).unflatten(0, x_seq.shape[:2])  # as the T-call path's unflatten hands it back
+        grad_in = torch.empty_like(x_seq)
+        grad_w, grad_b = x_seq.new_empty(steps, channels), x_seq.new_empty(steps, channels)
+        for t in range(steps):
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad[t], x_seq[t], weight, None, None, mean[t], invstd[t], True, ctx.eps, [True, True, True],
+                out0=grad_in[t], out1=grad_w[t], out2=grad_b[t])
+        sum_w, sum_b = grad_w[-1], grad_b[-1]
+        for t in range(steps - 2, -1, -1):
+            sum_w, sum_b = sum_w + grad_w[t], sum_b + grad_b[t]
+        return grad_in, sum_w, sum_b, None, None, None, None
 
 
 def _dense_steps(x_seq: torch.Tensor) -> bool:

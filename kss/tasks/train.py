@@ -132,6 +132,61 @@ def check_training_config(cfg: DictConfig) -> None:
         raise KssError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only); drop it on CPU")
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
+    compile_setting(cfg)
+
+
+# model.compile=auto: compile when the estimated eager training time is long enough for compiling to pay.
+# Measured on a quiet 2-core CPU (docs/results/compile_speed_cpu.txt): compiled steps run 1.35x faster after
+# 36-75 s of compiling the training graph. A run also compiles an eval graph and, for the short last batch, a
+# dynamic-shape one (assumed, not timed: ~4 min in all), which the 1 - 1/1.35 = 26% saved wins back from
+# ~15 min of eager training. The rate is assumed, not measured per run, so the choice depends on the config
+# alone (same seed, same result): the Fashion-MNIST CPU preset's (c1=16, c2=32, T=4, 28 px) eager rate on
+# 2 threads without deterministic mode (127-155 img/s in issue 21's quiet table), scaled by the model's
+# activation volume and the thread count.
+COMPILE_PAYS_FROM_S = 15 * 60
+CPU_PRESET_RATE = 150.0  # images/s, training (forward + backward + optimizer step), 2 threads
+CPU_PRESET_VOLUME = 4 * (16 * 28 * 28 + 32 * 14 * 14)  # timesteps x (c1 x cell1 px + c2 x cell2 px)
+
+
+def compile_setting(cfg: DictConfig) -> bool | str:
+    """model.compile: true, false or auto (anything else is refused in one line)."""
+    value = cfg.model.get("compile", "auto")
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise KssError(f"model.compile must be auto, true or false (got {value!r})")
+
+
+def estimated_eager_seconds(cfg: DictConfig, data, spec) -> float:
+    """Training seconds without compiling, from images per epoch x epochs and the assumed CPU rate."""
+    fraction = cfg.trainer.get("limit_train_batches")
+    total = len(data.train_set)
+    per_epoch = total if fraction is None else (
+        total * fraction if isinstance(fraction, float) else min(total, fraction * cfg.dataset.batch_size))
+    fast_dev_run = cfg.trainer.get("fast_dev_run")
+    if fast_dev_run:  # true: one batch; n: n batches
+        per_epoch, epochs = cfg.dataset.batch_size * (1 if fast_dev_run is True else int(fast_dev_run)), 1
+    else:
+        epochs = cfg.trainer.max_epochs
+    volume = spec.timesteps * (spec.c1 * spec.cell1_size ** 2 + spec.c2 * spec.cell2_size ** 2)
+    rate = CPU_PRESET_RATE * CPU_PRESET_VOLUME / volume * torch.get_num_threads() / 2
+    return per_epoch * epochs / rate
+
+
+def should_compile(cfg: DictConfig, data, spec) -> bool:
+    """model.compile, with auto decided: on for a CPU run whose estimated eager training time is at least
+    COMPILE_PAYS_FROM_S; off on GPUs (not measured there: pass model.compile=true)."""
+    value = compile_setting(cfg)
+    if value != "auto":
+        return value
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not on_cpu:
+        return False
+    seconds = estimated_eager_seconds(cfg, data, spec)
+    chosen = seconds >= COMPILE_PAYS_FROM_S
+    log.info("model.compile=auto: %s (an estimated %.0f min of eager training on CPU; compiling pays from %.0f)",
+             "compiling" if chosen else "not compiling", seconds / 60, COMPILE_PAYS_FROM_S / 60)
+    return chosen
 
 
 def run_settings(cfg: DictConfig) -> dict:
@@ -149,6 +204,13 @@ def run_settings(cfg: DictConfig) -> dict:
     # budgets added later count only when set, so runs from before them are still recognised as finished
     settings["budget"] = {k: v for k, v in settings["budget"].items() if v is not None or k == "max_params"}
     return settings
+
+
+def _same_setting(key: str, finished, wanted) -> bool:
+    """model.compile=auto accepts a finished run either way: metrics.json records what auto chose for it."""
+    if key == "model" and isinstance(finished, dict) and isinstance(wanted, dict) and wanted.get("compile") == "auto":
+        return {k: v for k, v in finished.items() if k != "compile"} == {k: v for k, v in wanted.items() if k != "compile"}
+    return finished == wanted
 
 
 def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
@@ -224,7 +286,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     done = out_dir / METRICS
     if done.exists():
         metrics = json.loads(done.read_text())
-        changed = sorted(k for k, v in run_settings(cfg).items() if metrics.get("settings", {}).get(k) != v)
+        changed = sorted(k for k, v in run_settings(cfg).items() if not _same_setting(k, metrics.get("settings", {}).get(k), v))
         if "genotype" in changed and same_architecture(cfg, metrics):  # the same cell, by another path
             changed.remove("genotype")
         if changed:
@@ -275,7 +337,7 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) or None,
         genotype=genotype.to_json() if genotype else None,
-        compile=bool(cfg.model.get("compile", False)),
+        compile=should_compile(cfg, data, spec),
     )
     has_val = cfg.dataset.val_size > 0
     checkpoint = ModelCheckpoint(
@@ -383,6 +445,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
     search_summary = search_record(cfg, out_dir)
     best_val = checkpoint.best_model_score
     settings = run_settings(cfg)
+    settings["model"]["compile"] = module.compile_network  # what model.compile=auto chose
     return {
         "test_acc": float(test["test/acc"]) if "test/acc" in test else None,
         "test_acc_top5": float(test["test/acc_top5"]) if "test/acc_top5" in test else None,

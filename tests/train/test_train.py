@@ -186,6 +186,7 @@ def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
         (["resume=true"], "does not exist"),
         (["wandb.mode=sometimes"], "wandb.mode"),
         (["trainer.sync_batchnorm=true"], "needs GPUs"),
+        (["model.compile=maybe"], "model.compile must be auto, true or false"),
     ],
 )
 def test_bad_training_input(train_cfg, tmp_path, overrides, message):
@@ -327,9 +328,13 @@ def test_a_nan_loss_stops_training_in_one_line_and_keeps_the_last_good_checkpoin
     assert last.read_bytes() == before  # epoch 0's checkpoint, untouched
 
 
-def test_the_same_seed_trains_to_the_same_metrics(train_cfg, tmp_path):
+@pytest.mark.parametrize("trainer", ["default", "cpu"])
+def test_the_same_seed_trains_to_the_same_metrics(train_cfg, tmp_path, trainer):
+    """The cpu preset trains without torch.use_deterministic_algorithms (no op of a kss CPU training
+    needs it) and still gives the same bits; the default preset asks for it (warn), for GPUs."""
     runs = [run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "dataset.augment=true",
-                                "dataset.num_workers=1"), tmp_path / name) for name in ("a", "b")]
+                                "dataset.num_workers=1", f"trainer={trainer}"), tmp_path / name) for name in ("a", "b")]
+    assert torch.are_deterministic_algorithms_enabled() == (trainer == "default")
     for key in ("test_acc", "best_val_acc"):
         assert runs[0][key] == runs[1][key]
     a = torch.load(runs[0]["checkpoint"], weights_only=False)["state_dict"]
@@ -420,6 +425,37 @@ def test_compile_switch_compiles_the_network_in_place(train_cfg):
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
     assert "compile" not in compiled.hparams
     assert run_settings(cfg)["model"]["compile"] is True  # a rerun with another setting is refused, not mixed
+
+
+def test_compile_auto_is_off_for_tests_and_short_runs_and_on_for_a_long_cpu_run(train_cfg, compose_cfg, tmp_path):
+    from types import SimpleNamespace
+
+    from kss.tasks.train import COMPILE_PAYS_FROM_S, estimated_eager_seconds, should_compile
+
+    tiny = train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward")
+    assert tiny.model.compile == "auto"  # the default
+    data = C.data_module(tiny)
+    data.setup()
+    assert not should_compile(tiny, data, C.model_spec(tiny, data))
+    metrics = run_train(tiny, tmp_path)
+    assert metrics["settings"]["model"]["compile"] is False  # what auto chose is recorded
+    # a finished auto run is recognised by an explicit false (what auto chose), and by auto
+    assert run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward", "model.compile=false"),
+                     tmp_path) == metrics
+    # Fashion-MNIST's 55,000 training images, 5 epochs, the CPU preset: on; 40 batches or 1 epoch: off
+    fmnist = SimpleNamespace(train_set=range(55_000), in_channels=1, image_size=28, num_classes=10)
+
+    def decide(*overrides):
+        cfg = compose_cfg("experiment=fmnist_cpu", *overrides, config_name="train", tiny=False)
+        return should_compile(cfg, fmnist, C.model_spec(cfg, fmnist)), estimated_eager_seconds(
+            cfg, fmnist, C.model_spec(cfg, fmnist))
+
+    on, seconds = decide()
+    assert on and seconds >= COMPILE_PAYS_FROM_S
+    assert not decide("trainer.limit_train_batches=40")[0] and not decide("trainer.max_epochs=1")[0]
+    assert not decide("trainer.fast_dev_run=true")[0]
+    assert decide("model.compile=false") == (False, seconds) and decide("model.compile=true")[0]
+    assert not decide("trainer.accelerator=gpu")[0]  # not measured on GPUs: auto leaves it off there
 
 
 def test_metrics_count_the_images_trained_and_carry_the_score_of_a_given_search(train_cfg, compose_cfg, tmp_path):
