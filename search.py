@@ -6,12 +6,12 @@ from omegaconf import DictConfig
 import kss  # noqa: F401  (registers the config resolvers)
 from kss.cli import launch, run_task
 from kss.config import without_training
-from kss.tasks.search import run_search
+from kss.tasks.entry import search_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def main(cfg: DictConfig) -> float | None:
-    result = run_task(run_search, without_training(cfg), "search")
+    result = run_task(search_task, without_training(cfg), "search")
     return result["best_score"] if result else None  # the optimised metric, for Hydra sweepers
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from kss import config as C
 from kss.errors import KssError
+from kss.tasks.train import run_train
 
 
 def epochs_and_fraction(budget: float) -> tuple[int, float]:
@@ -65,8 +66,6 @@ def batches_per_epoch(cfg: DictConfig) -> int:
 def train_at_budget(cfg: DictConfig, out_dir: Path, genotype_file: Path, kernels, seed: int, budget: float,
                     group: str | None = None) -> dict:
     """metrics.json of one training of `genotype_file` for `budget` epochs (resumable, test split unseen)."""
-    from kss.tasks.train import run_train
-
     epochs, fraction = epochs_and_fraction(budget)
     job = C.job_config(cfg, **{
         "kernel_set.kernels": list(kernels), "genotype": str(genotype_file), "seed": seed,

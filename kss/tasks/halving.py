@@ -43,12 +43,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
+from kss.cli import checked
 from kss.errors import KssError
 from kss.io import write_json
+from kss.runlock import run_lock
 from kss.search.candidate import candidate_rngs
 from kss.search.records import CANDIDATES, SUMMARY, read_candidates
+from kss.search.strategies import open_storage, shown
 from kss.space.genotype import Genotype, check_fits, sample_genotype
 from kss.space.params import count_params, memory_bytes
+from kss.tasks.search import refuse_shards
+from kss.tasks.train import check_training_config, run_settings
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
                                 train_at_budget, training_config)
 
@@ -153,8 +158,6 @@ def prefiltered_pool(source: str, n: int, kernels, spec, neuron) -> list[dict]:
 
 
 def study_settings(hs: HalvingSetup, tcfg: DictConfig, pool: list[dict]) -> dict:
-    from kss.tasks.train import run_settings
-
     training = run_settings(tcfg)
     training.pop("genotype")
     return json.loads(json.dumps({"strategy": "halving", "eta": hs.eta, "budgets": hs.budgets,
@@ -164,8 +167,6 @@ def study_settings(hs: HalvingSetup, tcfg: DictConfig, pool: list[dict]) -> dict
 def open_study(hs: HalvingSetup, out_dir: Path, settings: dict):
     """Create or reopen the halving study (Optuna's SuccessiveHalvingPruner); other settings are refused."""
     import optuna
-
-    from kss.search.strategies import open_storage, shown
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = hs.storage or f"sqlite:///{(out_dir / STUDY).resolve()}"
@@ -357,11 +358,6 @@ def table_markdown(summary: dict) -> str:
 
 def run_halving(cfg: DictConfig, out_dir: Path) -> dict:
     """The task behind `search.py search.strategy=halving`: config in, search.json's content out."""
-    from kss.cli import checked
-    from kss.runlock import run_lock
-    from kss.tasks.search import refuse_shards
-    from kss.tasks.train import check_training_config
-
     refuse_shards(cfg, "search.strategy=halving")
     out_dir = Path(out_dir)
     hs = check_halving(cfg)

@@ -54,10 +54,6 @@ def setup_from_config(cfg: DictConfig, data, shards: int = 1) -> SearchSetup:
 def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """The task behind `search.py`: config in, search.json's content out (a shard's own summary
     while other shards of its search are still to run)."""
-    if (cfg.get("search") or {}).get("strategy") == "halving":  # trains its candidates: kss.tasks.halving
-        from kss.tasks.halving import run_halving
-
-        return run_halving(cfg, Path(out_dir or C.run_dir()))
     shards, shard = check_sharding(cfg)  # before any work: a refused command leaves nothing behind
     out_dir = Path(out_dir or C.run_dir())
     data = C.data_module(cfg)

@@ -273,13 +273,6 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Config in, metrics.json's content out."""
     refuse_shards(cfg, "train.py")  # it would train the best of one shard's candidates
     out_dir = Path(out_dir or C.run_dir())
-    if cfg.genotype is None and (cfg.get("search") or {}).get("strategy") == "halving" and not cfg.get("search_only"):
-        # multi-fidelity search first (kss.tasks.halving: its rungs and search.json in the run dir), then train its winner
-        from kss.tasks.halving import run_halving
-
-        check_training_config(cfg)
-        run_halving(cfg, out_dir)
-        cfg = C.job_config(cfg, genotype=str(out_dir / SUMMARY))
     if cfg.get("search_only"):
         return run_search(cfg, out_dir)
     check_training_config(cfg)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kss.errors import KssError
-from kss.tasks.search import run_search
+from kss.tasks.entry import search_task as run_search, train_task
 
 ROOT = Path(__file__).resolve().parents[2]
 # synthetic data, 4 training batches of 16 per epoch; trainings stubbed unless a test trains for real
@@ -179,17 +179,16 @@ def test_bad_halving_settings_are_one_line_and_write_nothing(compose_cfg, tmp_pa
 
 
 def test_train_py_with_halving_searches_then_trains_the_winner(compose_cfg, tmp_path, stub_training):
-    from kss.tasks.train import run_train
 
     calls = stub_training()
     cfg = halving_cfg(compose_cfg, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
                       "search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
-    metrics = run_train(cfg, tmp_path)
+    metrics = train_task(cfg, tmp_path)
     summary = json.loads((tmp_path / "search.json").read_text())
     assert metrics["genotype"] == summary["best_genotype"] and metrics["genotype_source"] == str(tmp_path / "search.json")
     done = len(calls)
     assert done >= 3 and (tmp_path / "metrics.json").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert run_train(cfg, tmp_path)["test_acc"] == metrics["test_acc"] and len(calls) == done  # finished: reported
+    assert train_task(cfg, tmp_path)["test_acc"] == metrics["test_acc"] and len(calls) == done  # finished: reported
 
 
 def test_a_training_free_search_refuses_halving_in_one_line(compose_cfg, tmp_path):
@@ -206,7 +205,6 @@ def test_halving_trains_for_real_resumes_and_its_winner_trains_with_train_py(com
     training, the resume, then train.py genotype=<dir>/search.json."""
     import kss.train.module
     from kss.errors import Interrupted
-    from kss.tasks.train import run_train
 
     args = ("search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
     real = kss.train.module.SpikingClassifier.training_step
@@ -236,7 +234,7 @@ def test_halving_trains_for_real_resumes_and_its_winner_trains_with_train_py(com
         index, budget = run.name.split("_", 1)
         rung = next(r for r in summary["rungs"] if f"e{r['max_epochs']}_f{r['train_fraction']:.4g}" == budget)
         assert rung["val_acc"][index] == pytest.approx(metrics["best_val_acc"])
-    trained = run_train(compose_cfg(*HALVING[:-1], "trainer.max_epochs=1", f"genotype={tmp_path / 'halving' / 'search.json'}",
+    trained = train_task(compose_cfg(*HALVING[:-1], "trainer.max_epochs=1", f"genotype={tmp_path / 'halving' / 'search.json'}",
                                     config_name="train"), tmp_path / "final")
     assert trained["genotype"] == summary["best_genotype"] and trained["test_acc"] is not None
 
