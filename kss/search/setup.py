@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from kss import config as C
 from kss.errors import KssError
+from kss.names import BUDGETS, check_budget
 from kss.search.score import KERNELS, SCORE_VERSION, check_precision, memory_format
 from kss.search.strategies import check_strategy
 from kss.space.cost import CostTable
@@ -76,8 +76,8 @@ class SearchSetup:
             raise KssError(f"score.fused must be auto, true or false (got {self.fused!r})")
         if self.allocator not in ALLOCATORS:
             raise KssError(f"score.allocator must be {' or '.join(ALLOCATORS)} (got {self.allocator!r})")
-        for name in C.BUDGETS:
-            C.check_budget(getattr(self, name), name)
+        for name in BUDGETS:
+            check_budget(getattr(self, name), name)
         self.spec.validate(self.kernels)
         check_budget_reachable(self.max_params, self.spec, self.neuron)
         check_strategy(self)
@@ -118,8 +118,13 @@ class SearchSetup:
 
 
 ALLOCATORS = ("keep_freed", "default")
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_GLIBC_MMAP_MAX, _GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024  # glibc's defaults, put back after scoring
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
+_GLIBC_MMAP_MAX = 65536  # glibc's default, put back after scoring
+# Any mallopt of these switches off glibc's dynamic mmap threshold for the rest of the process, and nothing
+# switches it back on: left at the static 128 KiB, every later tensor over it is mmapped, faulted in, zeroed
+# and unmapped again, and a training after the search ran 1.6x slower (issue 21). So scoring hands back the
+# thresholds the dynamic rule climbs to in an untouched process (mmap 32 MiB on 64-bit, trim twice that).
+_GLIBC_DYNAMIC_MMAP_CEILING = 32 * 1024 * 1024
 
 
 def _glibc():
@@ -144,7 +149,7 @@ def scoring_allocator(setup: SearchSetup, device: torch.device):
     memory in the process (no mmap for large blocks, no trimming) instead of handing every block over
     32 MB back to the kernel, which then faults in and zeroes each layer's output again. Measured at
     CIFAR-100 widths: 1.24x-1.39x per candidate for ~18% more peak memory (README, Speed); the same bits.
-    Afterwards glibc's defaults are back and the kept memory is returned. score.allocator=default: untouched."""
+    Afterwards large blocks are mmapped again, at the thresholds an untouched process settles on, and the kept memory is returned. score.allocator=default: untouched."""
     libc = _glibc() if uses_allocator(setup, device) == "keep_freed" else None
     if libc is None:
         yield
@@ -155,7 +160,8 @@ def scoring_allocator(setup: SearchSetup, device: torch.device):
         yield
     finally:
         libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DYNAMIC_MMAP_CEILING)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_DYNAMIC_MMAP_CEILING)
         libc.malloc_trim(0)
 
 
