@@ -57,6 +57,11 @@ CASES = [
      ["candidates.jsonl", "search.json", "search_settings.json"]),
     ("search_tpe", [("search.py", [*SYNTH_SEARCH, "iters=12", "search.strategy=tpe", "hydra.run.dir={run}"])],
      ["candidates.jsonl", "search.json", "search_settings.json"]),
+    ("proxy_tiny", [("proxy.py", [*SYNTH_SEARCH, *TINY_DATA[:2], "dataset.test_size=16", "iters=8", "trainer.max_epochs=1",
+                                  "optimizer=adam", "optimizer.lr=1e-2", "kernel_sets=[set1,set3]", "proxy.per_set=2",
+                                  "proxy.seeds=2", "proxy.long_archs=3", "proxy.long_factor=2", "proxy.bootstrap=50",
+                                  "proxy.train_fraction=0.5", "hydra.run.dir={run}"])],
+     ["picks.json", "proxy.csv", "proxy.json"]),
 ]
 
 # Fields that measure the machine or name a place, not the behaviour.

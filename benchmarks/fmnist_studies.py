@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import keep  # benchmarks/keep.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {"calibrate": "fmnist_calibration", "proxy": "fmnist_proxy60", "select": "fmnist_selection"}
@@ -80,61 +80,21 @@ class Step:
         return [sys.executable, f"{self.script}.py", *self.args, f"hydra.run.dir={self.run_dir}"]
 
 
-# --- saving to and restoring from docs/results/<study>/ ---
+# --- saving to and restoring from docs/results/<study>/ (benchmarks/keep.py) ---
 
-def saved_files(root: Path):
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(part in SKIPPED_DIRS for part in path.relative_to(root).parts) and (
-                path.name in SAVED or path.name == "study.db" or path.parent.name == "genotypes"):
-            yield path
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.name == "study.db":  # SQLite through its backup API: consistent while a search writes it
-        source, target = sqlite3.connect(src), sqlite3.connect(dst)
-        with target:
-            source.backup(target)
-        source.close(), target.close()
-    else:
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copy2(src, tmp)
-        tmp.replace(dst)
+def kept_record(rel: Path) -> bool:
+    return not any(part in SKIPPED_DIRS for part in rel.parts) and (
+        rel.name in SAVED or rel.name == "study.db" or rel.parent.name == "genotypes")
 
 
 def save(out: Path, results: Path) -> int:
     """Copy every finished record under `out` to `results` (new or changed files); returns how many."""
-    copied = 0
-    if not out.exists():
-        return 0
-    for src in saved_files(out):
-        dst = results / src.relative_to(out)
-        if src.name == "metrics.json" and not _finished_training(src):
-            continue
-        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
-            copy_file(src, dst)
-            copied += 1
-    return copied
-
-
-def _finished_training(path: Path) -> bool:
-    try:
-        return "best_val_acc" in json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
+    return keep.save(out, results, kept_record)
 
 
 def restore(results: Path, out: Path) -> int:
     """Copy what `results` holds and `out` lacks back into `out` (never over a local file); returns how many."""
-    restored = 0
-    if not results.exists():
-        return 0
-    for src in saved_files(results):
-        dst = out / src.relative_to(results)
-        if not dst.exists():
-            copy_file(src, dst)
-            restored += 1
-    return restored
+    return keep.restore(results, out, kept_record)
 
 
 # --- the studies' plans ---

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import keep  # benchmarks/keep.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["experiment=fmnist_cpu", "kernel_set=set3", "wandb.mode=disabled", "progress=false", "extras=none"]
@@ -54,35 +54,20 @@ def median_params(reference: list[dict]) -> float:
     return float(statistics.median(r["params"] for r in reference))
 
 
-KEPT = ("candidates.jsonl", "search.json", "search_settings.json")
+KEPT = ("candidates.jsonl", "search.json", "search_settings.json", "study.db")
 
 
-def copy_run(src: Path, dst: Path) -> None:
-    """A run's records and its study; the SQLite file through sqlite's backup API, consistent mid-write."""
-    if not (src / "candidates.jsonl").exists():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
-        if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
-    if (src / "study.db").exists():
-        source, target = sqlite3.connect(src / "study.db"), sqlite3.connect(dst / "study.db")
-        with target:
-            source.backup(target)
-        source.close(), target.close()
+def kept_record(rel: Path) -> bool:
+    """A run's records and its study (`<strategy>_seed<k>/<file>`)."""
+    return len(rel.parts) == 2 and "_seed" in rel.parts[0] and rel.name in KEPT
 
 
 def save(args) -> None:
-    for where in sorted(p for p in args.out.glob("*_seed*") if p.is_dir()):
-        copy_run(where, args.results / "runs" / where.name)
-        print(f"saved {where} -> {args.results / 'runs' / where.name}")
+    print(f"saved {keep.save(args.out, args.results / 'runs', kept_record)} files -> {args.results / 'runs'}")
 
 
 def restore(args) -> None:
-    for kept in sorted(p for p in (args.results / "runs").glob("*_seed*") if p.is_dir()):
-        if not (args.out / kept.name / "candidates.jsonl").exists():
-            copy_run(kept, args.out / kept.name)
-            print(f"restored {kept} -> {args.out / kept.name}")
+    print(f"restored {keep.restore(args.results / 'runs', args.out, kept_record)} files <- {args.results / 'runs'}")
 
 
 def run(args) -> None:
@@ -99,7 +84,7 @@ def run(args) -> None:
         result = subprocess.run(command, cwd=ROOT)
         if result.returncode != 0:
             print(f"exit {result.returncode}: {where}", flush=True)
-        copy_run(where, args.results / "runs" / where.name)
+        keep.save(where, args.results / "runs" / where.name, lambda rel: rel.name in KEPT)
         if not args.no_summary:
             summarise(args)
 

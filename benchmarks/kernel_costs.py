@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 
-from kss.config import kernel_set_name, setting_tag
+from kss.names import kernel_set_name, setting_tag
 from kss.space.cost import first_images, measure_cost
 from kss.train.data import KssDataModule
 from kss.deploy.evaluate import load_checkpoint

@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keep  # benchmarks/keep.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["experiment=fmnist_cpu", "wandb.mode=disabled", "progress=false", "extras=none"]
 SEARCH_FILES = ("candidates.jsonl", "search.json", "search_settings.json")
@@ -41,16 +43,14 @@ def train_dir(args, kernel_set: str, seed: int) -> Path:
     return args.out / f"train_{kernel_set}_{args.epochs}ep_seed{seed}"
 
 
-def kept(args, where: Path) -> Path:
-    return args.results / where.name
+def kept_record(rel: Path) -> bool:
+    """A search's records (finished or not: a search resumes from its candidates) and a finished training's metrics."""
+    return len(rel.parts) == 2 and (rel.parts[0].startswith("search_") and rel.name in SEARCH_FILES
+                                    or rel.parts[0].startswith("train_") and rel.name == "metrics.json")
 
 
 def restore(args) -> None:
-    for saved in sorted(p for p in args.results.glob("*") if p.is_dir()):
-        target = args.out / saved.name
-        if not target.exists():
-            shutil.copytree(saved, target)
-            print(f"restored {saved} -> {target}", flush=True)
+    print(f"restored {keep.restore(args.results, args.out, kept_record)} files <- {args.results}", flush=True)
 
 
 def seed_set3_from_reference(args) -> None:
@@ -79,7 +79,7 @@ def run(args) -> None:
             call([sys.executable, "search.py", *COMMON, f"kernel_set={kernel_set}", f"iters={args.iters}", "seed=0",
                   f"hydra.run.dir={where}"])
         if (where / "search.json").exists():
-            save(where, kept(args, where), SEARCH_FILES)
+            keep.save(args.out, args.results, kept_record)
     for seed in args.seeds:  # seed-major: partial results are paired by seed
         for kernel_set in args.sets:
             genotype = search_dir(args, kernel_set) / "search.json"
@@ -88,33 +88,20 @@ def run(args) -> None:
                 continue
             if call([sys.executable, "train.py", *COMMON, f"genotype={genotype}", f"seed={seed}",
                      f"trainer.max_epochs={args.epochs}", f"hydra.run.dir={where}"]):
-                save(where, kept(args, where), ("metrics.json",))
+                keep.save(args.out, args.results, kept_record)
                 summarise(args)
 
 
 def save_all(args) -> None:
-    """Every search so far, finished or not (a search resumes from its candidates), and finished trainings."""
-    for where in sorted(args.out.glob("search_*")):
-        save(where, kept(args, where), SEARCH_FILES)
-        print(f"saved {where}", flush=True)
-    for where in sorted(args.out.glob("train_*")):
-        if (where / "metrics.json").exists():
-            save(where, kept(args, where), ("metrics.json",))
+    print(f"saved {keep.save(args.out, args.results, kept_record)} files -> {args.results}", flush=True)
     summarise(args)
-
-
-def save(src: Path, dst: Path, names) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
 
 
 def summarise(args) -> None:
     rows = []
     for kernel_set in args.sets:
         for seed in args.seeds:
-            path = kept(args, train_dir(args, kernel_set, seed)) / "metrics.json"
+            path = args.results / train_dir(args, kernel_set, seed).name / "metrics.json"
             if path.exists():
                 m = json.loads(path.read_text())
                 rows.append({"kernel_set": kernel_set, "seed": seed, "test_acc": m["test_acc"],

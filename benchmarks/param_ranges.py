@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from common import model_spec
 
-from kss.config import KERNEL_SETS
+from kss.names import KERNEL_SETS
 from kss.space.genotype import sample_genotype
 from kss.space.network import ModelSpec
 from kss.space.neurons import NeuronSpec

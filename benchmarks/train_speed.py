@@ -32,10 +32,9 @@ import lightning as L
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import kss.train.module  # noqa: E402
-from kss.space.network import SeqBatchNorm2d, build_network  # noqa: E402
-from kss.tasks.train import run_train  # noqa: E402
+import kss.train.module
+from kss.space.network import SeqBatchNorm2d, build_network
+from kss.tasks.train import run_train
 
 # the cell `python train.py experiment=fmnist_cpu` searches and trains (docs/results/fmnist_cpu_train_metrics.json)
 GENOTYPE = {"cell_type": "forward", "edges": {"0->1": "conv3", "0->2": "avgpool3", "1->2": "conv1", "0->3": "conv1",

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 
 from kss.config import run_dir
 from kss.errors import Interrupted, KssError
+from kss.names import FAILED
 from kss.runlock import is_lock_file
 
-FAILED = "failed.json"
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 # What else a group's option can be replaced by, for the one-line refusal of an unknown option.
 GROUP_HINTS = {"kernel_set": "kernel_set.kernels=[...]", "iterations": "iters=N"}

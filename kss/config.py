@@ -9,33 +9,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kss.errors import KssError
+from kss.names import (BUDGETS, CONF, KERNEL_SETS, check_budget, kernel_set_name,  # noqa: F401  (kss.config's names too)
+                       read_kernel_sets, setting_tag)
 from kss.space.cost import CostTable
 from kss.space.network import ModelSpec, check_kernels
 from kss.space.neurons import NeuronSpec
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def read_kernel_sets(conf: Path = CONF) -> dict[str, tuple[int, ...]]:
-    """The kernel_set group's options, name -> kernels, from conf/kernel_set/*.yaml (their only definition;
-    set1 is SNASNet's). A file's `name:` must be its option name."""
-    sets = {}
-    for path in sorted((conf / "kernel_set").glob("*.yaml"), key=lambda p: (len(p.stem), p.stem)):
-        option = OmegaConf.load(path)
-        if option.get("name") != path.stem:
-            raise KssError(f"{path} names itself {option.get('name')!r}; its name must be {path.stem!r}")
-        sets[path.stem] = tuple(option.kernels)
-    return sets
-
-
-# The paper's kernel sets, as conf/ defines them.
-KERNEL_SETS = read_kernel_sets()
-
-
-def setting_tag(kernels, iters: int | None = None) -> str:
-    """The paper's name for a setting: (3, 5), 1000 -> '3x3_5x5_1000x'."""
-    tag = "_".join(f"{k}x{k}" for k in kernels)
-    return f"{tag}_{iters}x" if iters is not None else tag
 
 
 def kernel_set(cfg: DictConfig) -> tuple[str, list[int]]:
@@ -43,10 +21,6 @@ def kernel_set(cfg: DictConfig) -> tuple[str, list[int]]:
     kernels = list(cfg.kernel_set.kernels)
     check_kernels(kernels)
     return kernel_set_name(kernels), kernels
-
-
-def kernel_set_name(kernels) -> str:
-    return next((name for name, ks in KERNEL_SETS.items() if list(ks) == list(kernels)), "custom")
 
 
 def neuron_spec(cfg: DictConfig) -> NeuronSpec:
@@ -99,15 +73,6 @@ def run_tags(cfg: DictConfig) -> list[str]:
     name, kernels = kernel_set(cfg)
     return [name, setting_tag(kernels), f"iters={cfg.iters}", f"seed={cfg.seed}", cfg.dataset.name,
             cfg.neuron.kind, *cfg.wandb.tags]
-
-
-# The budgets a search and a sweep's selection respect, and their units.
-BUDGETS = {"max_params": "parameters", "max_energy_uj": "uJ per image", "max_sops": "synaptic operations per image"}
-
-
-def check_budget(value, name: str = "max_params") -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-        raise KssError(f"budget.{name} must be > 0 (got {value}); use null for no budget")
 
 
 def budgets(cfg: DictConfig) -> dict:

@@ -5,14 +5,23 @@ studies' steps are the project's own scripts, tested elsewhere."""
 import importlib.util
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fmnist_studies", ROOT / "benchmarks" / "fmnist_studies.py")
-fs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fs)
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import benchmarks/keep.py from beside them
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fs = load("fmnist_studies")
 
 
 def args(tmp_path, *extra):
@@ -120,3 +129,21 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     assert summary["minus_halving"]["largest"]["mean_diff"] == pytest.approx(0.015)
     text = fs.selection_markdown(summary)
     assert "| r_argmax | 100 | 2 | 70.50 |" in text and "-10.50" in text
+
+
+def test_the_other_long_runs_keep_their_records_the_same_way(tmp_path):
+    """guided_search.py and kernel_study.py save and restore through benchmarks/keep.py with their own records."""
+    guided, kernel = load("guided_search"), load("kernel_study")
+    out, docs = tmp_path / "outputs", tmp_path / "docs"
+    write(out / "tpe_seed1" / "candidates.jsonl", "{}\n")
+    with sqlite3.connect(out / "tpe_seed1" / "study.db") as db:
+        db.execute("create table trials (number int)")
+    write(out / "tpe_seed1" / ".hydra" / "config.yaml", "x: 1")
+    write(out / "search_set1_1000x" / "candidates.jsonl", "{}\n")
+    write(out / "train_set1_2ep_seed0" / "metrics.json", finished_training(0.8))
+    write(out / "train_set1_2ep_seed1" / "metrics.json", "{")  # still training
+    assert sorted(str(p.relative_to(out)) for p in guided.keep.records(out, guided.kept_record)) == [
+        "tpe_seed1/candidates.jsonl", "tpe_seed1/study.db"]
+    assert guided.keep.save(out, docs, kernel.kept_record) == 2  # the unfinished training is not kept
+    assert kernel.keep.restore(docs, tmp_path / "fresh", kernel.kept_record) == 2
+    assert (tmp_path / "fresh" / "train_set1_2ep_seed0" / "metrics.json").exists()

@@ -28,7 +28,6 @@ import os
 import time
 from pathlib import Path
 
-from kss import config as C
 from kss.errors import KssError
 from kss.io import write_lines
 from kss.search.candidate import candidate_rngs, evaluate_candidate

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kss import config as C
 from kss.errors import KssError
 from kss.io import write_json
+from kss.names import BUDGETS, setting_tag
 from kss.runlock import run_lock
 from kss.search import guided
 from kss.search.candidate import evaluate_candidate, winner_cost
@@ -47,7 +47,7 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
     summary = {
         "kernel_set": setup.kernel_set,
         "kernels": setup.kernels,
-        "setting": C.setting_tag(setup.kernels, setup.iters),
+        "setting": setting_tag(setup.kernels, setup.iters),
         "cell_type": setup.spec.cell_type,
         "iters": setup.iters,
         "seed": setup.seed,
@@ -68,7 +68,7 @@ def summarize(setup: SearchSetup, records: list[dict], device, cost: dict | None
         "candidates_scored": len(scored),
         "candidates_skipped": sum(r["status"] == "over_budget" for r in records),
         "candidates_over_budget": {name: sum(r.get("exceeds", "max_params" if r["status"] == "over_budget" else None) == name
-                                             for r in records) for name in C.BUDGETS},
+                                             for r in records) for name in BUDGETS},
         "candidates_non_finite": sum(r["status"] == "non_finite" for r in records),
         "max_params": setup.max_params,
         "max_energy_uj": setup.max_energy_uj,
@@ -158,7 +158,7 @@ def score_candidates(setup: SearchSetup, batches: list, device, progress: bool, 
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(
         total=len(indices), initial=len(records), disable=not progress, unit="cand",
-        desc=f"search {C.setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}", dynamic_ncols=True,
+        desc=f"search {setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}", dynamic_ncols=True,
     )
     first = len(records)
     fast = use_fused(setup, device)

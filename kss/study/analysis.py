@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from kss.cli import FAILED
-from kss.config import BUDGETS, check_budget, kernel_set_name, setting_tag
+from kss.names import BUDGETS, FAILED, check_budget, kernel_set_name, setting_tag
 from kss.errors import KssError
 from kss.space.params import memory_bytes
 from kss.study.plots import plot_all

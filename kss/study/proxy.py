@@ -1,15 +1,8 @@
-"""The proxy study behind `proxy.py`: does a higher R at initialisation mean a more accurate SNN?
+"""The proxy study's analysis: does a higher R at initialisation mean a more accurate SNN?
 
-For each kernel set: search (or resume) with kss.search.loop, pick `per_set` candidates spread evenly
-over the score range (score quantiles; the lowest and the best included), score them with the
-other proxies (NASWOT's R, parameter count, a random number as the floor), then train every pick
-with kss.tasks.train under one fixed budget (same data order and seed) and compare proxies with
-**validation** accuracy. Also: the top-scored and the median architecture retrained with more
-seeds (the noise every correlation is read against), and a subset retrained with a longer budget
-(does the ranking change with training length?).
-
-Every step is resumable: searches resume, finished trainings are reported by kss.tasks.train, and
-the proxies of the picks are kept in picks.json.
+The study itself (search each kernel set, pick candidates spread over the score range, train them under one
+budget) is kss.tasks.proxy_study; this module works on the rows it hands over, plain dicts with every proxy
+(R as `hamming`, NASWOT's R, parameter count, a random number as the floor) and the validation accuracies.
 
 The report (kss.study.stats does the math): picks with the same genotype are collapsed into one
 architecture first; every tau comes with its BCa interval, scipy's p-value and n; the pooled group
@@ -23,33 +16,18 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from omegaconf import DictConfig
 
-from kss import config as C
-from kss.cli import checked
 from kss.errors import KssError
-from kss.space.genotype import Genotype, conv_kernel
 from kss.io import write_json
-from kss.search.candidate import evaluate_candidate
-from kss.search.loop import search
-from kss.search.records import CANDIDATES, read_candidates
-from kss.search.setup import check_batch_fits
+from kss.space.genotype import Genotype, conv_kernel
 from kss.study.plots import plot_proxy, plot_regret
-from kss.tasks.search import refuse_shards, setup_from_config
-from kss.tracking import image, table, wandb_run
 from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
-                       random_regret, rank_correlations, regret_curve, reliability, tau_difference)
-from kss.tasks.train import run_train
-
-log = logging.getLogger(__name__)
+                             random_regret, rank_correlations, regret_curve, reliability, tau_difference)
 
 PROXIES = ("hamming", "naswot", "params", "random")
 COVARIATES = ("params", "conv_edges")  # what "R measures size" would be: partial taus given these
@@ -73,69 +51,14 @@ def pick_spread(records: list[dict], n: int) -> list[dict]:
     return spread(scored, n, "score")
 
 
-def check_study(cfg: DictConfig, kernel_sets: list) -> None:
-    refuse_shards(cfg, "proxy.py")
-    p = cfg.proxy
-    if p.per_set * len(kernel_sets) < 3:
-        raise KssError(f"a rank correlation needs at least 3 architectures; per_set={p.per_set} x "
-                       f"{len(kernel_sets)} kernel set(s) gives {p.per_set * len(kernel_sets)}")
-    if not isinstance(p.epochs, int) or p.epochs < 1:
-        raise KssError(f"proxy.epochs is the training budget and must be a positive integer (got {p.epochs})")
-    if not 0 < p.train_fraction <= 1:
-        raise KssError(f"proxy.train_fraction must be in (0, 1] (got {p.train_fraction})")
-    if p.get("seed_archs", 2) < 2:
-        raise KssError(f"proxy.seed_archs must be >= 2: the top-scored and the median architecture (got {p.seed_archs})")
-    if p.long_factor < 1 or p.seeds < 1:
-        raise KssError(f"proxy.long_factor and proxy.seeds must be >= 1 (got {p.long_factor}, {p.seeds})")
-
-
-def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> list[dict]:
-    """Search each kernel set, pick across its score range, compute every proxy of the picks."""
-    path = out_dir / PICKS
-    settings = {"kernel_sets": kernel_sets, "per_set": cfg.proxy.per_set, "iters": cfg.iters, "seed": cfg.seed}
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("settings") == settings:
-            return saved["picks"]
-        raise KssError(f"{path} holds picks of other settings; pass hydra.run.dir=<new dir> or name=<new name>")
-    data = C.data_module(C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]}))
-    picks = []
-    for kernels in kernel_sets:
-        job = C.job_config(cfg, **{"kernel_set.kernels": kernels})
-        setup = setup_from_config(job, data)
-        search_dir = out_dir / "search" / C.setting_tag(kernels, cfg.iters)
-        search(setup, data, search_dir, device, progress=cfg.progress)
-        chosen = pick_spread(read_candidates(search_dir / CANDIDATES)[: cfg.iters], cfg.proxy.per_set)
-        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
-        naswot = replace(setup, score="naswot")
-        for rank, record in enumerate(chosen):
-            with torch.random.fork_rng():
-                other = evaluate_candidate(naswot, record["index"], batches, device)
-            rng = np.random.default_rng([cfg.seed, 7919, record["index"], *kernels])
-            picks.append({
-                "kernel_set": C.kernel_set_name(kernels), "kernels": kernels, "index": record["index"],
-                "genotype": record["genotype"], "params": record["params"], "hamming": record["score"],
-                "naswot": other["score"], "random": float(rng.random()), "rank_in_set": rank,
-            })
-    write_json(path, {"settings": settings, "picks": picks})
-    return picks
-
-
-def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> float | None:
-    """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable)."""
-    tag = f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
-    genotype_file = out_dir / "genotypes" / f"{tag}.json"
-    genotype_file.parent.mkdir(parents=True, exist_ok=True)
-    if not genotype_file.exists():
-        write_json(genotype_file, pick["genotype"])
-    job = C.job_config(cfg, **{
-        "kernel_set.kernels": pick["kernels"], "genotype": str(genotype_file), "seed": seed,
-        "trainer.max_epochs": epochs, "trainer.limit_train_batches": cfg.proxy.train_fraction,
-        "test": False, "search_only": False, "wandb.group": cfg.name,
-    })
-    # the budget is in the name: trainer.limit_train_batches is not among a run's settings
-    metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}")
-    return metrics.get("best_val_acc")
+def seed_noise_rows(rows: list[dict], seed_archs: int) -> list[tuple[str, dict]]:
+    """The trained picks that get every training seed (the noise each correlation is read against): the
+    top-scored and the median-scored architecture, then seed_archs - 2 more spread over the score range."""
+    by_score = sorted(rows, key=lambda r: r["hamming"])
+    noisy = [("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])]
+    rest = [r for r in by_score if all(r is not row for _, row in noisy)]
+    extra = max(0, min(seed_archs, len(rows)) - 2)
+    return noisy + [(f"spread_{i}", row) for i, row in enumerate(spread(rest, extra, "hamming") if extra else [])]
 
 
 def genotype_key(genotype: dict) -> str:
@@ -288,72 +211,6 @@ def study_statistics(rows: list[dict], seed_noise: dict, base_seed: int, long_ep
     }
 
 
-def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
-    """The proxy study (kss.tasks.proxy.run_proxy calls it): proxy.json's content out."""
-    check_study(cfg, kernel_sets)
-    device = C.resolve_device(cfg.device)
-    if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve
-        job = C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]})
-        data = C.data_module(job)
-        check_batch_fits(setup_from_config(job, data), data)
-    checked()  # the config tree (extras.print_config), once the input is valid
-    p = cfg.proxy
-    picks = collect_picks(cfg, out_dir, kernel_sets, device)
-    total = len(picks) + max(2, min(p.get("seed_archs", 2), len(picks))) * (p.seeds - 1) + min(p.long_archs, len(picks))
-    done = 0
-
-    def progress(what: str) -> None:
-        nonlocal done
-        done += 1
-        log.info("proxy study: training %d of %d (%s)", done, total, what)
-
-    rows = []
-    for pick in picks:
-        progress(f"{pick['kernel_set']} #{pick['index']}")
-        rows.append(pick | {"val_acc": train_pick(cfg, out_dir, pick, cfg.seed, p.epochs)})
-
-    # Seed noise: the top-scored and the median-scored architecture (and proxy.seed_archs - 2 more, spread over
-    # the score range), p.seeds training seeds each.
-    by_score = sorted(rows, key=lambda r: r["hamming"])
-    seed_noise = {}
-    noisy = [("top_scored", by_score[-1]), ("median_scored", by_score[len(by_score) // 2])]
-    rest = [r for r in by_score if all(r is not row for _, row in noisy)]
-    extra_archs = max(0, min(p.get("seed_archs", 2), len(rows)) - 2)  # more, spread over the score range
-    noisy += [(f"spread_{i}", row) for i, row in enumerate(spread(rest, extra_archs, "hamming") if extra_archs else [])]
-    for label, row in noisy:
-        runs = {cfg.seed: row["val_acc"]}
-        for extra in range(1, p.seeds):
-            progress(f"{label}, seed {cfg.seed + extra}")
-            runs[cfg.seed + extra] = train_pick(cfg, out_dir, row, cfg.seed + extra, p.epochs)
-        runs = {s: a for s, a in runs.items() if a is not None}
-        accs = list(runs.values())
-        seed_noise[label] = {"kernel_set": row["kernel_set"], "index": row["index"], "seeds": list(runs),
-                             "val_acc": accs, "mean": statistics.fmean(accs),
-                             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
-
-    # Budget: a subset spread over the score range, trained long_factor x longer.
-    long_epochs = p.epochs * p.long_factor
-    for row in rows:
-        row["val_acc_long"] = None
-    long_rows = spread(rows, min(p.long_archs, len(rows)), "hamming")
-    for row in long_rows:  # the same dicts as in rows: their long accuracy shows in proxy.csv
-        progress(f"{row['kernel_set']} #{row['index']}, {long_epochs} epochs")
-        row["val_acc_long"] = train_pick(cfg, out_dir, row, cfg.seed, long_epochs)
-
-    log.info("proxy study: statistics (%d bootstrap resamples per interval)", p.bootstrap)
-    result = {
-        "settings": {"kernel_sets": kernel_sets, "per_set": p.per_set, "iters": cfg.iters, "epochs": p.epochs,
-                     "train_fraction": p.train_fraction, "long_epochs": long_epochs, "seeds": p.seeds,
-                     "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed,
-                     "bootstrap": p.bootstrap},
-        **study_statistics(rows, seed_noise, cfg.seed, long_epochs, p.bootstrap, cfg.seed),
-        "seed_noise": seed_noise,
-    }
-    write_outputs(out_dir, rows, result)
-    log_to_wandb(cfg, out_dir, rows, result)
-    return result
-
-
 def write_outputs(out_dir: Path, rows: list[dict], result: dict) -> None:
     columns = ["kernel_set", "kernels", "index", "genotype", *PROXIES, "val_acc", "val_acc_long"]
     with open(out_dir / "proxy.csv", "w", newline="") as f:
@@ -497,21 +354,6 @@ def summary_markdown(result: dict, regret_png: str = "proxy_regret.png") -> str:
                              f"| {_ci(l_['tau'], l_['tau_ci'])} | {_p(l_['tau_p'])} |")
         lines.append(f"\nR's tau, long - short (paired, same architectures): {_ci(ch['diff'], ch['diff_ci'])}.")
     return "\n".join(lines) + "\n"
-
-
-def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict], result: dict) -> None:
-    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "proxy", group=cfg.name, name=f"{cfg.name}-proxy",
-                   tags=[cfg.dataset.name, "proxy"]) as run:
-        if run is None:
-            return
-        columns = ["kernel_set", "index", *PROXIES, "val_acc", "val_acc_long"]
-        data = table(columns, [[row.get(c) for c in columns] for row in rows])
-        run.log({"proxy": data, **{p.stem: image(p) for p in sorted(out_dir.glob("proxy*.png"))}})
-        pooled = result["correlations"].get("pooled", {})
-        run.summary.update({f"tau/{k}": v["tau"] for k, v in pooled.items()} | {f"rho/{k}": v["rho"] for k, v in pooled.items()}
-                           | {f"partial_tau_given_{c}/{k}": v[f"given_{c}"]["tau"] for k, v in pooled.items()
-                              for c in COVARIATES if f"given_{c}" in v}
-                           | {"reliability": (result.get("reliability") or {}).get("reliability"), "n": result["n"]})
 
 
 if __name__ == "__main__":  # python -m kss.study.proxy DIR: recompute a finished study's statistics

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from kss.config import setting_tag
+from kss.names import setting_tag
 
 
 @dataclass

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kss.config import KERNEL_SETS, setting_tag
+from kss.names import KERNEL_SETS, setting_tag
 from kss.errors import KssError
 from kss.search.strategies import STRATEGIES
 from kss.space.network import check_kernels

@@ -29,10 +29,11 @@ from kss.cli import checked
 from kss.errors import KssError
 from kss.io import write_json
 from kss.search.setup import check_batch_fits
-from kss.study.proxy import PICKS, collect_picks, genotype_key, spread
+from kss.study.proxy import PICKS, genotype_key, spread
 from kss.study.stats import attenuation_ceiling, reliability
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
                                 train_at_budget)
+from kss.tasks.proxy_study import collect_picks
 from kss.tasks.search import setup_from_config
 
 log = logging.getLogger(__name__)

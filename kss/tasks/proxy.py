@@ -1,4 +1,4 @@
-"""The task behind `proxy.py`: the proxy study (kss.study.proxy) or, with proxy.calibrate=true, its budget
+"""The task behind `proxy.py`: the proxy study (kss.tasks.proxy_study) or, with proxy.calibrate=true, its budget
 calibration (kss.tasks.calibration)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from kss import config as C
 from kss.errors import KssError
-from kss.study.proxy import run_study
+from kss.tasks.proxy_study import run_study
 from kss.study.sweep import resolve_kernel_sets
 from kss.tasks.calibration import run_calibration
 from kss.tasks.search import refuse_shards

@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kss import config as C
-from kss.cli import FAILED, checked, discard_run_dir
+from kss.cli import checked, discard_run_dir
+from kss.names import FAILED
 from kss.config import budgets, model_fields, run_dir
 from kss.errors import KssError
 from kss.search.candidate import evaluate_candidate

@@ -323,7 +323,7 @@ def _read_tiny_imagenet(data: KssDataModule, train: bool):
     return tiny_imagenet_files(data.root / TINY_IMAGENET, train)
 
 
-# A dataset is one entry here and its conf/dataset/<name>.yaml (plus conf/model/for_<name>.yaml, the model it gets).
+# A dataset is one entry here and its conf/dataset/<name>.yaml (its settings and the model it gets).
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4,
                            read=_read_cifar(tvd.CIFAR10), places=lambda root: [root / tvd.CIFAR10.base_folder],

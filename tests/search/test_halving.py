@@ -340,7 +340,7 @@ def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
 
 
 def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg, tmp_path, monkeypatch):
-    import kss.study.proxy
+    import kss.tasks.proxy_study
     import kss.tasks.proxy
 
     calls = []
@@ -349,7 +349,7 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
         calls.append((pick["kernel_set"], pick["index"], seed, epochs))
         return 0.3 + 0.01 * pick["index"] + 0.001 * seed
 
-    monkeypatch.setattr(kss.study.proxy, "train_pick", train_pick)
+    monkeypatch.setattr(kss.tasks.proxy_study, "train_pick", train_pick)
     overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
     result = kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3", "proxy.seed_archs=4",
                                              "proxy.long_archs=0", "proxy.bootstrap=50", config_name="proxy"), tmp_path)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from kss.config import KERNEL_SETS
+from kss.names import KERNEL_SETS
 from kss.errors import KssError
 from kss.space.genotype import Genotype, load_genotype, sample_genotype
 from kss.space.network import ModelSpec, build_network

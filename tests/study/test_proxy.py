@@ -110,14 +110,14 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
         assert json.loads(metrics.read_text())["test_acc"] is None
 
     # a rerun trains nothing and scores nothing
-    import kss.study.proxy
+    import kss.tasks.proxy_study
     import kss.tasks.train
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished study recomputed something")
 
     monkeypatch.setattr(kss.tasks.train.L.Trainer, "fit", fail)
-    monkeypatch.setattr(kss.study.proxy, "evaluate_candidate", fail)
+    monkeypatch.setattr(kss.tasks.proxy_study, "evaluate_candidate", fail)
     again = run_proxy(cfg, tmp_path)
     assert again["correlations"] == result["correlations"]
 
@@ -209,7 +209,8 @@ def test_reanalyse_a_finished_study(tmp_path):
 
 
 def test_the_wandb_run(compose_cfg, tmp_path):
-    from kss.study.proxy import log_to_wandb, study_statistics, write_outputs
+    from kss.study.proxy import study_statistics, write_outputs
+    from kss.tasks.proxy_study import log_to_wandb
 
     rows, noise = synthetic_study()
     result = {"settings": {"epochs": 1, "train_fraction": 1.0}, "seed_noise": noise,

@@ -270,7 +270,8 @@ def test_every_config_option_instantiates(compose_cfg):
         cfg = compose_cfg(f"dataset={option}", config_name="train", tiny=False)
         data = C.data_module(cfg)  # constructed, not loaded: nothing is downloaded
         assert data.name == option and min(data.in_channels, data.image_size, data.num_classes) >= 1
-        assert cfg.model.c1 > 0  # the dataset's model (model: for_<dataset>) composes too
+        assert cfg.model.c1 > 0  # the dataset's reference model (its YAML's defaults list) composes too
+        assert compose_cfg(f"dataset={option}", "model=tiny", config_name="train", tiny=False).model.c1 == 4  # model=... wins
     genotype = Genotype.from_json({"cell_type": "forward", "edges": {"0->3": "conv3"}})
     for option in sorted(p.stem for p in (conf / "model").glob("*.yaml")):
         dataset = "tinyimagenet" if "tinyimagenet" in option else "cifar100" if "cifar100" in option else "cifar10"

@@ -1,0 +1,71 @@
+"""Long runs' records kept in docs/results/ and brought back on a new machine: what the three long-run
+scripts (fmnist_studies.py, guided_search.py, kernel_study.py) share, so a later session continues instead of
+restarting. Only records are kept (JSON, JSONL, study.db, genotypes), never checkpoints or logs.
+
+    save(out, results, wanted)      copy new or changed records under `out` to `results` (same relative paths)
+    restore(results, out, wanted)   copy what `results` has and `out` lacks back; a local file is never overwritten
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Callable, Iterator
+
+Wanted = Callable[[Path], bool]  # given a path relative to the tree's root: is it a record to keep?
+
+
+def records(root: Path, wanted: Wanted) -> Iterator[Path]:
+    if root.exists():
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp") and wanted(path.relative_to(root)):
+                yield path
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Atomically; a study.db through SQLite's backup API, consistent while a search writes it (do not call it
+    while that search is SIGSTOPped: the backup waits for the stopped writer's lock)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    if src.suffix == ".db":
+        source, target = sqlite3.connect(src), sqlite3.connect(tmp)
+        with target:
+            source.backup(target)
+        source.close(), target.close()
+    else:
+        shutil.copy2(src, tmp)
+    tmp.replace(dst)
+
+
+def finished_training(path: Path) -> bool:
+    """A training's metrics.json once the training has ended (a run being written has no best_val_acc yet)."""
+    try:
+        return "best_val_acc" in json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def save(out: Path, results: Path, wanted: Wanted) -> int:
+    """Copy every record under `out` that `results` lacks or holds an older copy of; returns how many."""
+    copied = 0
+    for src in records(out, wanted):
+        if src.name == "metrics.json" and not finished_training(src):
+            continue
+        dst = results / src.relative_to(out)
+        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
+            copy_file(src, dst)
+            copied += 1
+    return copied
+
+
+def restore(results: Path, out: Path, wanted: Wanted) -> int:
+    """Copy what `results` holds and `out` lacks back into `out` (never over a local file); returns how many."""
+    restored = 0
+    for src in records(results, wanted):
+        dst = out / src.relative_to(results)
+        if not dst.exists():
+            copy_file(src, dst)
+            restored += 1
+    return restored

@@ -1,0 +1,174 @@
+"""The proxy study's task: searches each kernel set, picks candidates spread over the score range, trains
+them under one budget (kss.tasks.train), and hands the rows to kss.study.proxy, which computes and writes the
+report. This is the part of the study that reads the Hydra config; kss.study.proxy works on plain rows.
+
+Every step is resumable: searches resume, finished trainings are reported by kss.tasks.train, and the proxies
+of the picks are kept in picks.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from kss import config as C
+from kss.cli import checked
+from kss.errors import KssError
+from kss.io import write_json
+from kss.search.candidate import evaluate_candidate
+from kss.search.loop import search
+from kss.search.records import CANDIDATES, read_candidates
+from kss.search.setup import check_batch_fits
+from kss.study.proxy import COVARIATES, PICKS, PROXIES, pick_spread, seed_noise_rows, spread, study_statistics, write_outputs
+from kss.tasks.search import refuse_shards, setup_from_config
+from kss.tasks.train import run_train
+from kss.tracking import image, table, wandb_run
+
+log = logging.getLogger(__name__)
+
+
+def check_study(cfg: DictConfig, kernel_sets: list) -> None:
+    refuse_shards(cfg, "proxy.py")
+    p = cfg.proxy
+    if p.per_set * len(kernel_sets) < 3:
+        raise KssError(f"a rank correlation needs at least 3 architectures; per_set={p.per_set} x "
+                       f"{len(kernel_sets)} kernel set(s) gives {p.per_set * len(kernel_sets)}")
+    if not isinstance(p.epochs, int) or p.epochs < 1:
+        raise KssError(f"proxy.epochs is the training budget and must be a positive integer (got {p.epochs})")
+    if not 0 < p.train_fraction <= 1:
+        raise KssError(f"proxy.train_fraction must be in (0, 1] (got {p.train_fraction})")
+    if p.get("seed_archs", 2) < 2:
+        raise KssError(f"proxy.seed_archs must be >= 2: the top-scored and the median architecture (got {p.seed_archs})")
+    if p.long_factor < 1 or p.seeds < 1:
+        raise KssError(f"proxy.long_factor and proxy.seeds must be >= 1 (got {p.long_factor}, {p.seeds})")
+
+
+def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> list[dict]:
+    """Search each kernel set, pick across its score range, compute every proxy of the picks."""
+    path = out_dir / PICKS
+    settings = {"kernel_sets": kernel_sets, "per_set": cfg.proxy.per_set, "iters": cfg.iters, "seed": cfg.seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return saved["picks"]
+        raise KssError(f"{path} holds picks of other settings; pass hydra.run.dir=<new dir> or name=<new name>")
+    data = C.data_module(C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]}))
+    picks = []
+    for kernels in kernel_sets:
+        job = C.job_config(cfg, **{"kernel_set.kernels": kernels})
+        setup = setup_from_config(job, data)
+        search_dir = out_dir / "search" / C.setting_tag(kernels, cfg.iters)
+        search(setup, data, search_dir, device, progress=cfg.progress)
+        chosen = pick_spread(read_candidates(search_dir / CANDIDATES)[: cfg.iters], cfg.proxy.per_set)
+        batches = [b.to(device) for b in data.search_batches(setup.batch_size, setup.repeats, setup.seed)]
+        naswot = replace(setup, score="naswot")
+        for rank, record in enumerate(chosen):
+            with torch.random.fork_rng():
+                other = evaluate_candidate(naswot, record["index"], batches, device)
+            rng = np.random.default_rng([cfg.seed, 7919, record["index"], *kernels])
+            picks.append({
+                "kernel_set": C.kernel_set_name(kernels), "kernels": kernels, "index": record["index"],
+                "genotype": record["genotype"], "params": record["params"], "hamming": record["score"],
+                "naswot": other["score"], "random": float(rng.random()), "rank_in_set": rank,
+            })
+    write_json(path, {"settings": settings, "picks": picks})
+    return picks
+
+
+def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> float | None:
+    """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable)."""
+    tag = f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
+    genotype_file = out_dir / "genotypes" / f"{tag}.json"
+    genotype_file.parent.mkdir(parents=True, exist_ok=True)
+    if not genotype_file.exists():
+        write_json(genotype_file, pick["genotype"])
+    job = C.job_config(cfg, **{
+        "kernel_set.kernels": pick["kernels"], "genotype": str(genotype_file), "seed": seed,
+        "trainer.max_epochs": epochs, "trainer.limit_train_batches": cfg.proxy.train_fraction,
+        "test": False, "search_only": False, "wandb.group": cfg.name,
+    })
+    # the budget is in the name: trainer.limit_train_batches is not among a run's settings
+    metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}")
+    return metrics.get("best_val_acc")
+
+
+def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
+    """The proxy study (kss.tasks.proxy.run_proxy calls it): proxy.json's content out."""
+    check_study(cfg, kernel_sets)
+    device = C.resolve_device(cfg.device)
+    if not (out_dir / PICKS).exists():  # the searches ahead need the data, and a scoring batch it can serve
+        job = C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]})
+        data = C.data_module(job)
+        check_batch_fits(setup_from_config(job, data), data)
+    checked()  # the config tree (extras.print_config), once the input is valid
+    p = cfg.proxy
+    picks = collect_picks(cfg, out_dir, kernel_sets, device)
+    total = len(picks) + max(2, min(p.get("seed_archs", 2), len(picks))) * (p.seeds - 1) + min(p.long_archs, len(picks))
+    done = 0
+
+    def progress(what: str) -> None:
+        nonlocal done
+        done += 1
+        log.info("proxy study: training %d of %d (%s)", done, total, what)
+
+    rows = []
+    for pick in picks:
+        progress(f"{pick['kernel_set']} #{pick['index']}")
+        rows.append(pick | {"val_acc": train_pick(cfg, out_dir, pick, cfg.seed, p.epochs)})
+
+    seed_noise = {}
+    noisy = seed_noise_rows(rows, p.get("seed_archs", 2))  # the top-scored, the median, then spread
+    for label, row in noisy:
+        runs = {cfg.seed: row["val_acc"]}
+        for extra in range(1, p.seeds):
+            progress(f"{label}, seed {cfg.seed + extra}")
+            runs[cfg.seed + extra] = train_pick(cfg, out_dir, row, cfg.seed + extra, p.epochs)
+        runs = {s: a for s, a in runs.items() if a is not None}
+        accs = list(runs.values())
+        seed_noise[label] = {"kernel_set": row["kernel_set"], "index": row["index"], "seeds": list(runs),
+                             "val_acc": accs, "mean": statistics.fmean(accs),
+                             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+
+    # Budget: a subset spread over the score range, trained long_factor x longer.
+    long_epochs = p.epochs * p.long_factor
+    for row in rows:
+        row["val_acc_long"] = None
+    long_rows = spread(rows, min(p.long_archs, len(rows)), "hamming")
+    for row in long_rows:  # the same dicts as in rows: their long accuracy shows in proxy.csv
+        progress(f"{row['kernel_set']} #{row['index']}, {long_epochs} epochs")
+        row["val_acc_long"] = train_pick(cfg, out_dir, row, cfg.seed, long_epochs)
+
+    log.info("proxy study: statistics (%d bootstrap resamples per interval)", p.bootstrap)
+    result = {
+        "settings": {"kernel_sets": kernel_sets, "per_set": p.per_set, "iters": cfg.iters, "epochs": p.epochs,
+                     "train_fraction": p.train_fraction, "long_epochs": long_epochs, "seeds": p.seeds,
+                     "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed,
+                     "bootstrap": p.bootstrap},
+        **study_statistics(rows, seed_noise, cfg.seed, long_epochs, p.bootstrap, cfg.seed),
+        "seed_noise": seed_noise,
+    }
+    write_outputs(out_dir, rows, result)
+    log_to_wandb(cfg, out_dir, rows, result)
+    return result
+
+
+def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict], result: dict) -> None:
+    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "proxy", group=cfg.name, name=f"{cfg.name}-proxy",
+                   tags=[cfg.dataset.name, "proxy"]) as run:
+        if run is None:
+            return
+        columns = ["kernel_set", "index", *PROXIES, "val_acc", "val_acc_long"]
+        data = table(columns, [[row.get(c) for c in columns] for row in rows])
+        run.log({"proxy": data, **{p.stem: image(p) for p in sorted(out_dir.glob("proxy*.png"))}})
+        pooled = result["correlations"].get("pooled", {})
+        run.summary.update({f"tau/{k}": v["tau"] for k, v in pooled.items()} | {f"rho/{k}": v["rho"] for k, v in pooled.items()}
+                           | {f"partial_tau_given_{c}/{k}": v[f"given_{c}"]["tau"] for k, v in pooled.items()
+                              for c in COVARIATES if f"given_{c}" in v}
+                           | {"reliability": (result.get("reliability") or {}).get("reliability"), "n": result["n"]})
