@@ -27,7 +27,7 @@ metrics = [json.loads((out / r / "metrics.json").read_text()) for r in "ab"]
 for key in ("test_acc", "best_val_acc", "compile"):
     if key in metrics[0]:
         print(f"{key}: {metrics[0][key]!r} vs {metrics[1][key]!r} -> {'identical' if metrics[0][key] == metrics[1][key] else 'DIFFERENT'}")
-print("train_seconds:", [round(m["train_seconds"], 1) for m in metrics], " images/s:", [round(m["images_per_second"], 1) for m in metrics])
+print("train_seconds:", [round(m["train_seconds"], 1) for m in metrics], " images/s:", [m["images_per_second"] and round(m["images_per_second"], 1) for m in metrics])
 weights = [torch.load(out / r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for r in "ab"]
 same = all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 print(f"last.ckpt weights ({len(weights[0])} tensors): {'bit-identical' if same else 'DIFFERENT'}")

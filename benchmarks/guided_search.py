@@ -67,7 +67,7 @@ def save(args) -> None:
 
 
 def restore(args) -> None:
-    print(f"restored {keep.restore(args.results / 'runs', args.out, kept_record)} files <- {args.results / 'runs'}")
+    print(f"restored {keep.restore(args.results / 'runs', args.out, kept_record, whole_runs=True)} files <- {args.results / 'runs'}")
 
 
 def run(args) -> None:

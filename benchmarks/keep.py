@@ -4,6 +4,8 @@ restarting. Only records are kept (JSON, JSONL, study.db, genotypes), never chec
 
     save(out, results, wanted)      copy new or changed records under `out` to `results` (same relative paths)
     restore(results, out, wanted)   copy what `results` has and `out` lacks back; a local file is never overwritten
+                                    (whole_runs=True: only run folders `out` lacks entirely, never mixing a
+                                    local run's records with a committed copy of another state of it)
 """
 
 from __future__ import annotations
@@ -60,11 +62,18 @@ def save(out: Path, results: Path, wanted: Wanted) -> int:
     return copied
 
 
-def restore(results: Path, out: Path, wanted: Wanted) -> int:
-    """Copy what `results` holds and `out` lacks back into `out` (never over a local file); returns how many."""
+def restore(results: Path, out: Path, wanted: Wanted, whole_runs: bool = False) -> int:
+    """Copy what `results` holds and `out` lacks back into `out` (never over a local file); returns how many.
+    whole_runs: each top-level folder is one run, restored only when `out` has no such folder (a local
+    partial search beside a committed search.json would look finished; a local candidates.jsonl beside a
+    committed study.db would not match it)."""
     restored = 0
+    local_runs = {p.name for p in out.iterdir() if p.is_dir()} if whole_runs and out.exists() else set()
     for src in records(results, wanted):
-        dst = out / src.relative_to(results)
+        rel = src.relative_to(results)
+        dst = out / rel
+        if rel.parts[0] in local_runs:
+            continue
         if not dst.exists():
             copy_file(src, dst)
             restored += 1

@@ -50,7 +50,7 @@ def kept_record(rel: Path) -> bool:
 
 
 def restore(args) -> None:
-    print(f"restored {keep.restore(args.results, args.out, kept_record)} files <- {args.results}", flush=True)
+    print(f"restored {keep.restore(args.results, args.out, kept_record, whole_runs=True)} files <- {args.results}", flush=True)
 
 
 def seed_set3_from_reference(args) -> None:

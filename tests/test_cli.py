@@ -65,6 +65,8 @@ def test_cli_unknown_options_and_keys_exit_2_in_one_line(tmp_path):
     assert "optimizer=rmsprop is not an option; use one of adam, adamw, sgd" in one_line_exit_2(
         run("train", "optimizer=rmsprop", root=tmp_path))
     assert "+no_such_key=1" in one_line_exit_2(run("eval", "no_such_key=1", root=tmp_path))
+    assert one_line_exit_2(run("eval", "ckpt_path=x", "model=tiny", root=tmp_path)) == (
+        "error: eval.py takes the model from the checkpoint; drop model=...")
     assert not (tmp_path / "outputs").exists()
 
 

@@ -145,5 +145,10 @@ def test_the_other_long_runs_keep_their_records_the_same_way(tmp_path):
     assert sorted(str(p.relative_to(out)) for p in guided.keep.records(out, guided.kept_record)) == [
         "tpe_seed1/candidates.jsonl", "tpe_seed1/study.db"]
     assert guided.keep.save(out, docs, kernel.kept_record) == 2  # the unfinished training is not kept
-    assert kernel.keep.restore(docs, tmp_path / "fresh", kernel.kept_record) == 2
+    assert kernel.keep.restore(docs, tmp_path / "fresh", kernel.kept_record, whole_runs=True) == 2
     assert (tmp_path / "fresh" / "train_set1_2ep_seed0" / "metrics.json").exists()
+    # a run folder this machine has is left as it is: a committed search.json never joins a local partial search
+    write(docs / "search_set1_1000x" / "search.json", {"best_index": 1})
+    assert kernel.keep.restore(docs, out, kernel.kept_record, whole_runs=True) == 0
+    assert not (out / "search_set1_1000x" / "search.json").exists()
+    assert kernel.keep.restore(docs, out, kernel.kept_record) == 1  # file by file (fmnist_studies' way) it would

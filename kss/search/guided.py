@@ -30,6 +30,7 @@ from pathlib import Path
 
 from kss.errors import KssError
 from kss.io import write_lines
+from kss.names import setting_tag
 from kss.search.candidate import candidate_rngs, evaluate_candidate
 from kss.search.progress import interruptible, say_how_long
 from kss.runlock import run_lock
@@ -178,7 +179,7 @@ def score_trials(setup, batches: list, device, progress: bool, records: list, ca
     space = search_space(setup.kernels, setup.spec.cell_type)
     best = max((r["score"] for r in records if r["status"] == "scored"), default=None)
     bar = tqdm(total=len(indices), initial=len(records), disable=not progress, unit="trial", dynamic_ncols=True,
-               desc=f"{setup.strategy} {C.setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}")
+               desc=f"{setup.strategy} {setting_tag(setup.kernels, setup.iters)}{' ' + label if label else ''}")
     first = len(records)
     fast = use_fused(setup, device)
     with bar, open(candidates_path, "a") as sink, interruptible(records, len(indices), label):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -117,13 +118,16 @@ class SearchSetup:
         return next((name for name, limit in self.cost_budgets().items() if cost[key[name]] > limit), None)
 
 
+log = logging.getLogger(__name__)
+
 ALLOCATORS = ("keep_freed", "default")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
 _GLIBC_MMAP_MAX = 65536  # glibc's default, put back after scoring
-# Any mallopt of these switches off glibc's dynamic mmap threshold for the rest of the process, and nothing
-# switches it back on: left at the static 128 KiB, every later tensor over it is mmapped, faulted in, zeroed
-# and unmapped again, and a training after the search ran 1.6x slower (issue 21). So scoring hands back the
-# thresholds the dynamic rule climbs to in an untouched process (mmap 32 MiB on 64-bit, trim twice that).
+# Any mallopt of these switches glibc's dynamic mmap threshold off for the rest of the process, and nothing
+# switches it back on: frozen where it stood (128 KiB in a process that has freed no large block yet), every
+# later tensor over it is mmapped, faulted in, zeroed and unmapped again, and a training after the search ran
+# 1.6x slower (issue 21). So scoring leaves the thresholds at the ceiling the dynamic rule climbs to (mmap
+# 32 MiB on 64-bit, trim twice that): large tensors are recycled as in a process that has freed big blocks.
 _GLIBC_DYNAMIC_MMAP_CEILING = 32 * 1024 * 1024
 
 
@@ -149,7 +153,8 @@ def scoring_allocator(setup: SearchSetup, device: torch.device):
     memory in the process (no mmap for large blocks, no trimming) instead of handing every block over
     32 MB back to the kernel, which then faults in and zeroes each layer's output again. Measured at
     CIFAR-100 widths: 1.24x-1.39x per candidate for ~18% more peak memory (README, Speed); the same bits.
-    Afterwards large blocks are mmapped again, at the thresholds an untouched process settles on, and the kept memory is returned. score.allocator=default: untouched."""
+    Afterwards blocks are mmapped again above the dynamic rule's ceiling (32 MiB), and the kept memory is
+    returned. score.allocator=default: untouched."""
     libc = _glibc() if uses_allocator(setup, device) == "keep_freed" else None
     if libc is None:
         yield
@@ -160,8 +165,10 @@ def scoring_allocator(setup: SearchSetup, device: torch.device):
         yield
     finally:
         libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
-        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DYNAMIC_MMAP_CEILING)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_DYNAMIC_MMAP_CEILING)
+        if not (libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DYNAMIC_MMAP_CEILING)
+                and libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_DYNAMIC_MMAP_CEILING)):
+            log.warning("glibc refused the mmap/trim thresholds after scoring: a training in this process may run "
+                        "slower; score.allocator=default avoids it")
         libc.malloc_trim(0)
 
 

@@ -23,6 +23,8 @@ def check_eval_config(cfg: DictConfig) -> None:
     """Everything that can be refused before a file is read."""
     if cfg.ckpt_path is None:
         raise KssError("no checkpoint given; pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    if "model" in cfg:  # conf/eval.yaml drops the dataset's reference model; only model=... brings one back
+        raise KssError("eval.py takes the model from the checkpoint; drop model=...")
     if cfg.quantize is not None and cfg.quantize not in QUANTIZE:
         raise KssError(f"unknown quantize={cfg.quantize!r}; use quantize=int8 or leave it out (fp32)")
     if cfg.export is not None and cfg.export not in FORMATS:

@@ -445,23 +445,26 @@ def test_dataset_synthetic_runs_with_its_defaults(compose_cfg, tmp_path):
     assert compose_cfg("dataset=fashion_mnist", tiny=False).score.batch_size == 256  # other datasets: SNASNet's 256
 
 
-def test_after_scoring_large_tensors_are_recycled_not_mapped_afresh(compose_cfg, tmp_path):
+def test_after_scoring_large_tensors_are_recycled_not_mapped_afresh():
     """After a keep_freed search, a training in the same process (train.py searches first) must not pay a page
     fault per page of every large tensor: mallopt had switched glibc's dynamic mmap threshold off for good,
-    and 128 KiB left behind made that training 1.6x slower (issue 21)."""
-    import resource
-
-    import torch
-
+    and 128 KiB left behind made that training 1.6x slower (issue 21). A fresh interpreter, so that nothing
+    this test process freed before has moved the threshold."""
     import kss.search.setup
 
     if kss.search.setup._glibc() is None:
         pytest.skip("not glibc")
-    run_search(compose_cfg("iters=2"), tmp_path)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(50):
-        torch.ones(1 << 20)  # 4 MiB: 1024 pages, each faulted in again if every one is a fresh mmap
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    probe = """
+import resource, types, torch
+from kss.search.setup import scoring_allocator
+with scoring_allocator(types.SimpleNamespace(allocator="keep_freed"), torch.device("cpu")):
+    torch.ones(1 << 22).sum()  # scoring: 16 MiB in and out of the kept heap
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    torch.ones(1 << 20)  # 4 MiB: 1024 pages, each faulted in again if every tensor is a fresh mmap
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
     assert faults < 50 * 1024 // 4, f"{faults} page faults for 50 reused 4 MiB tensors"
 
 
