@@ -38,6 +38,7 @@ def copy_file(src: Path, dst: Path) -> None:
         source.close(), target.close()
     else:
         shutil.copy2(src, tmp)
+    shutil.copystat(src, tmp)  # the source's mtime: an unchanged record is not copied back and forth again
     tmp.replace(dst)
 
 

@@ -64,6 +64,7 @@ def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwr
     fresh = tmp_path / "new_machine" / "study"
     write(fresh / "halving" / "search.json", {"best_index": 9})  # a local file is never overwritten
     assert fs.restore(docs, fresh) == 3
+    assert fs.save(fresh, docs) == 1  # only the local search.json goes back: restored records keep their times
     assert json.loads((fresh / "train" / "a" / "metrics.json").read_text())["best_val_acc"] == 0.5
     assert json.loads((fresh / "halving" / "search.json").read_text())["best_index"] == 9
 
