@@ -54,6 +54,7 @@ from kss.space.genotype import Genotype, check_fits, sample_genotype
 from kss.space.params import count_params, memory_bytes
 from kss.tasks.search import refuse_shards
 from kss.tasks.train import check_training_config, run_settings
+from kss.tracking import table, wandb_run
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
                                 train_at_budget, training_config)
 
@@ -378,11 +379,27 @@ def run_halving(cfg: DictConfig, out_dir: Path) -> dict:
     settings = study_settings(hs, tcfg, pool)
     checked()
     with run_lock(out_dir, cfg.get("lock_wait", False)):
+        finished_before = (out_dir / SUMMARY).exists()
         study = open_study(hs, out_dir, settings)
         run_trials(hs, tcfg, out_dir, pool, study, kernels)
         summary = summarize(cfg, tcfg, hs, pool, study, out_dir, spec, neuron, kernels)
         write_json(out_dir / SUMMARY, summary)
         (out_dir / TABLE).write_text(table_markdown(summary))
+    if not finished_before:  # a rerun of a finished search reports it and adds no W&B run, as search.py does
+        log_to_wandb(cfg, out_dir, summary)
     log.info("halving: winner candidate %d, val acc %.4f at %g epochs, %d params  %s", summary["best_index"],
              summary["best_val_acc"], hs.budgets[-1], summary["params"], Genotype.from_json(summary["best_genotype"]))
     return summary
+
+
+def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
+    """One W&B run per halving search (job_type 'search', like a training-free search), beside its rung
+    trainings' own runs: every rung's validation accuracies as a table, the winner in the summary."""
+    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "search", group=cfg.wandb.group, name=out_dir.name,
+                   tags=[*C.run_tags(cfg), "halving"], config=C.logged_config(cfg)) as run:
+        if run is None:
+            return
+        rows = [[r["rung"], r["budget_epochs"], int(index), acc, int(index) in r["promoted"]]
+                for r in summary["rungs"] for index, acc in r["val_acc"].items()]
+        run.log({"rungs": table(["rung", "budget_epochs", "index", "val_acc", "promoted"], rows)})
+        run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})

@@ -144,6 +144,16 @@ def test_an_interruption_between_the_pruners_answer_and_its_record(compose_cfg, 
     assert hits and resumed["rungs"] == whole["rungs"] and resumed["best_index"] == whole["best_index"]
 
 
+def test_a_halving_search_has_its_own_wandb_run_once(compose_cfg, tmp_path, stub_training):
+    args = ("search.halving.pool=4", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]", "wandb.mode=offline")
+    stub_training()
+    summary = run_search(halving_cfg(compose_cfg, *args), tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # the rungs table and the winner's summary
+    assert run_search(halving_cfg(compose_cfg, *args), tmp_path)["best_index"] == summary["best_index"]
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # a finished search adds no run
+
+
 def test_a_prefiltered_pool_is_the_top_r_of_a_search(compose_cfg, tmp_path, stub_training):
     search_dir = tmp_path / "search"
     run_search(compose_cfg("iters=5"), search_dir)
