@@ -86,7 +86,7 @@ def run(args) -> None:
             where = train_dir(args, kernel_set, seed)
             if not genotype.exists() or (where / "metrics.json").exists():
                 continue
-            if call([sys.executable, "train.py", *COMMON, f"genotype={genotype}", f"seed={seed}",
+            if call([sys.executable, "train.py", *COMMON, f"kernel_set={kernel_set}", f"genotype={genotype}", f"seed={seed}",
                      f"trainer.max_epochs={args.epochs}", f"hydra.run.dir={where}"]):
                 keep.save(args.out, args.results, kept_record)
                 summarise(args)
