@@ -142,8 +142,9 @@ def from_snasnet_code(code: str, kernels: Sequence[int] = (1, 3)) -> Genotype:
     return Genotype(cell_type, tuple(tuple(row) for row in ops))
 
 
-def check_fits(genotype: Genotype, kernels: Sequence[int], cell_type: str) -> None:
-    """Raise a one-line error when a genotype cannot be built with this kernel set / cell type."""
+def check_fits(genotype: Genotype, kernels: Sequence[int], cell_type: str, searched_with: str | None = None) -> None:
+    """Raise a one-line error when a genotype cannot be built with this kernel set / cell type;
+    `searched_with`: the override that names the kernel set it came from, when known (a search.json)."""
     if genotype.cell_type != cell_type:
         raise KssError(
             f"the genotype is a {genotype.cell_type} cell but the config asks for cell_type={cell_type}; "
@@ -154,7 +155,7 @@ def check_fits(genotype: Genotype, kernels: Sequence[int], cell_type: str) -> No
     if foreign:
         raise KssError(
             f"the genotype uses {', '.join(foreign)}, which kernel set {list(kernels)} does not offer; "
-            "pick the kernel set it was searched with"
+            + (f"it was searched with {searched_with}: pass that" if searched_with else "pick the kernel set it was searched with")
         )
 
 

@@ -314,7 +314,8 @@ def _train(cfg: DictConfig, out_dir: Path, done: Path) -> dict:
     genotype, searcher = None, None
     if cfg.genotype is not None:
         genotype = load_genotype(str(cfg.genotype))
-        check_fits(genotype, kernels, spec.cell_type)
+        searched = search_record(cfg, out_dir).get("kernels")
+        check_fits(genotype, kernels, spec.cell_type, searched_with=searched and kernel_set_override(searched))
     else:
         searcher = ArchitectureSearch(setup_from_config(cfg, data), out_dir, cfg.progress)
     callbacks = [searcher] if searcher else []
@@ -410,6 +411,12 @@ def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
 
     data.setup("test")
     return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))
+
+
+def kernel_set_override(kernels) -> str:
+    """The override that selects `kernels`: kernel_set=set3, or kernel_set.kernels=[...] for a custom set."""
+    name = C.kernel_set_name(kernels)
+    return f"kernel_set={name}" if name != "custom" else f"kernel_set.kernels=[{','.join(map(str, kernels))}]"
 
 
 def search_record(cfg: DictConfig, out_dir: Path) -> dict:

@@ -196,6 +196,15 @@ def test_bad_training_input(train_cfg, tmp_path, overrides, message):
     assert not (tmp_path / METRICS).exists()
 
 
+@pytest.mark.parametrize("kernels, fix", [([3, 5], "kernel_set=set3"), ([5], "kernel_set.kernels=[5]")])
+def test_a_search_json_of_another_kernel_set_names_the_override_that_trains_it(train_cfg, tmp_path, kernels, fix):
+    found = tmp_path / "search.json"
+    found.write_text(json.dumps({"kernels": kernels, "best_genotype": {"cell_type": "forward", "edges": {"0->3": "conv5"}}}))
+    with pytest.raises(KssError) as info:
+        run_train(train_cfg(f"genotype={found}"), tmp_path / "run")  # the default kernel set is set1
+    assert str(info.value).endswith(f"it was searched with {fix}: pass that")
+
+
 def test_checkpoint_of_another_architecture_or_dataset_is_refused(train_cfg, tmp_path):
     run_train(train_cfg("genotype=snasnet_cifar10", "model.cell_type=backward"), tmp_path)
     with pytest.raises(KssError, match="finished run with other settings .*genotype"):
