@@ -350,13 +350,22 @@ class SNASNet(nn.Module):
         reset=False starts from the membranes and dropout mask the last forward left (SNASNet's
         scoring repeats, kss.search.score); a backward cell's feedback starts from zero either way."""
         if reset:
-            functional.reset_net(self)  # no neuron state survives from a previous batch
+            reset_state(self)  # no neuron state survives from a previous batch
         x = self.stem(images.contiguous(memory_format=self.memory_format))  # direct encoding: the same analog input at every timestep
         x = x.unsqueeze(0).expand(self.spec.timesteps, *x.shape)
         x = self.cell2(self.down(self.cell1(x)))
         votes = self.head(x)  # [T, B, population]
         T, B, _ = votes.shape
         return votes.view(T, B, self.spec.num_classes, -1).mean(dim=(0, 3))
+
+
+@torch.compiler.disable
+def reset_state(net: nn.Module) -> None:
+    """spikingjelly's reset_net, run eagerly under torch.compile: traced, it guarded the compiled forward on
+    spikingjelly's module cache and on the last forward's membranes (grad or no grad), so every switch between
+    training and evaluation compiled the network again, until dynamo's recompile limit sent the rest of the
+    run (the test pass of a 5-epoch training) back to eager."""
+    functional.reset_net(net)
 
 
 def build_network(genotype: Genotype, spec: ModelSpec, neuron: NeuronSpec, channels_last: bool = True) -> SNASNet:

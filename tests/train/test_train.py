@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -435,6 +436,26 @@ def test_compile_switch_compiles_the_network_in_place(train_cfg):
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints load either way
     assert "compile" not in compiled.hparams
     assert run_settings(cfg)["model"]["compile"] is True  # a rerun with another setting is refused, not mixed
+
+
+@pytest.mark.slow
+def test_compiled_training_switches_between_train_val_and_test_without_recompiling_each_time(tmp_path):
+    """Traced, spikingjelly's reset guarded the compiled forward on the last forward's membranes, so each
+    switch between training and evaluation compiled again until dynamo's recompile limit (8) sent the rest
+    of the run back to eager. A fresh process: dynamo's caches are per process."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "train.py", "dataset=synthetic", "model=tiny", "iters=2", "score.batch_size=16", "trainer=cpu",
+         "trainer.max_epochs=3", "optimizer=adam", "dataset.train_size=100", "dataset.val_size=36",
+         "dataset.test_size=36", "model.compile=true", "wandb.mode=disabled", "progress=false", "extras=none",
+         f"hydra.run.dir={tmp_path}"], cwd=root, capture_output=True, text=True, env={**os.environ, "TORCH_LOGS": "recompiles"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "recompile_limit" not in run.stderr
+    # what stays: grad mode (train/validation), inference mode (test), the short last batches
+    assert run.stderr.count("Recompiling function") < 8, run.stderr[-3000:]  # 5 with torch 2.14
 
 
 def test_compile_auto_is_off_for_tests_and_short_runs_and_on_for_a_long_cpu_run(train_cfg, compose_cfg, tmp_path):
