@@ -141,7 +141,7 @@ def test_a_sweep_with_a_failing_job_exits_2_naming_its_failed_json(tmp_path):
 # The groups each command reads; --help lists these and no others.
 HELP_GROUPS = {
     "search": {"kernel_set", "iterations", "dataset", "model", "neuron", "score", "cost", "experiment", "logger",
-               "extras", "paths", "optimizer", "scheduler", "trainer", "callbacks"},  # the last four: halving trains
+               "extras", "paths"},
     "train": {"kernel_set", "iterations", "dataset", "model", "neuron", "score", "cost", "optimizer", "scheduler",
               "trainer", "callbacks", "experiment", "debug", "hparams_search", "logger", "extras", "paths"},
     "eval": {"dataset", "cost", "extras", "paths"},

@@ -391,6 +391,8 @@ def test_search_help_lists_only_what_a_search_reads():
     assert {"kernel_set", "iterations", "dataset", "model", "neuron", "score", "experiment"} <= listed
     assert not listed & {"optimizer", "scheduler", "trainer", "callbacks", "debug", "hparams_search"}
     assert "set1, set2, set3, set4, set5, set6" in groups
+    halving = result.stdout.split("== search.strategy=halving ==")[1]  # the one strategy that trains
+    assert {line.split(":")[0] for line in halving.splitlines() if ": " in line} >= {"optimizer", "scheduler", "trainer", "callbacks"}
 
 
 def test_experiment_presets_compose_with_search(compose_cfg, tmp_path):
