@@ -40,6 +40,12 @@ def kernel_set_name(kernels) -> str:
     return next((name for name, ks in KERNEL_SETS.items() if list(ks) == list(kernels)), "custom")
 
 
+def kernel_set_override(kernels) -> str:
+    """The override that selects `kernels`: kernel_set=set3, or kernel_set.kernels=[...] for a custom set."""
+    name = kernel_set_name(kernels)
+    return f"kernel_set={name}" if name != "custom" else f"kernel_set.kernels=[{','.join(map(str, kernels))}]"
+
+
 # The budgets a search and a sweep's selection respect, and their units.
 BUDGETS = {"max_params": "parameters", "max_energy_uj": "uJ per image", "max_sops": "synaptic operations per image"}
 

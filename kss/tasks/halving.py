@@ -52,9 +52,9 @@ from kss.search.records import CANDIDATES, SUMMARY, read_candidates
 from kss.search.strategies import open_storage, shown
 from kss.space.genotype import Genotype, check_fits, sample_genotype
 from kss.space.params import count_params, memory_bytes
-from kss.tasks.search import refuse_shards
+from kss.tasks.search import refuse_shards, search_wandb_run
 from kss.tasks.train import check_training_config, run_settings
-from kss.tracking import table, wandb_run
+from kss.tracking import table
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
                                 train_at_budget, training_config)
 
@@ -395,8 +395,7 @@ def run_halving(cfg: DictConfig, out_dir: Path) -> dict:
 def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     """One W&B run per halving search (job_type 'search', like a training-free search), beside its rung
     trainings' own runs: every rung's validation accuracies as a table, the winner in the summary."""
-    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "search", group=cfg.wandb.group, name=out_dir.name,
-                   tags=[*C.run_tags(cfg), "halving"], config=C.logged_config(cfg)) as run:
+    with search_wandb_run(cfg, out_dir, "halving") as run:
         if run is None:
             return
         rows = [[r["rung"], r["budget_epochs"], int(index), acc, int(index) in r["promoted"]]

@@ -78,10 +78,7 @@ def run_search(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
     """One W&B run per search (job_type 'search'), offline by default; the scores as a curve."""
-    config = C.logged_config(cfg)
-    config.pop("shard", None)  # a sharded search is logged once, by whichever shard completed it
-    with wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "search", group=cfg.wandb.group, name=out_dir.name,
-                   tags=C.run_tags(cfg), config=config) as run:
+    with search_wandb_run(cfg, out_dir) as run:
         if run is None:
             return
         best = None
@@ -93,6 +90,14 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, summary: dict) -> None:
                      **costed}, step=record["index"])
         run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
         run.summary.update({f"firing_rate/{k}": v for k, v in summary.get("firing_rates", {}).items()})
+
+
+def search_wandb_run(cfg: DictConfig, out_dir: Path, *tags: str):
+    """The W&B run of one search, training-free or halving (job_type 'search'; None when wandb is disabled)."""
+    config = C.logged_config(cfg)
+    config.pop("shard", None)  # a sharded search is logged once, by whichever shard completed it
+    return wandb_run(cfg.wandb.mode, cfg.wandb.project, out_dir, "search", group=cfg.wandb.group, name=out_dir.name,
+                     tags=[*C.run_tags(cfg), *tags], config=config)
 
 
 def check_sharding(cfg: DictConfig) -> tuple[int, int | None]:

@@ -28,6 +28,7 @@ from kss.space.params import count_params, memory_bytes
 from kss.runlock import run_lock
 from kss.cli import checked
 from kss.io import write_json
+from kss.names import kernel_set_override
 from kss.search.loop import search
 from kss.search.records import SUMMARY
 from kss.search.setup import SearchSetup, check_batch_fits
@@ -411,12 +412,6 @@ def test_set_cost(cfg: DictConfig, module: SpikingClassifier, data) -> dict:
 
     data.setup("test")
     return measure_cost(module.net, first_images(data.test_dataloader(), cfg.cost.images), C.cost_table(cfg))
-
-
-def kernel_set_override(kernels) -> str:
-    """The override that selects `kernels`: kernel_set=set3, or kernel_set.kernels=[...] for a custom set."""
-    name = C.kernel_set_name(kernels)
-    return f"kernel_set={name}" if name != "custom" else f"kernel_set.kernels=[{','.join(map(str, kernels))}]"
 
 
 def search_record(cfg: DictConfig, out_dir: Path) -> dict:
