@@ -202,6 +202,13 @@ def markdown(args, out: dict) -> str:
                   f"{hv['reference_point'][0]:.1f}, {hv['reference_point'][1]:.0f} params):",
                   f"- pareto, per seed: " + ", ".join(f"seed {s}: {v:.4g}" for s, v in hv["pareto"].items()),
                   f"- random, per {args.trials}-candidate block: {spread(hv['random_blocks'])} (median [min, max])"]
+        # the target is "larger in every seed": seed i against the i-th random block (independent draws, so a
+        # fair pairing), and each seed against all blocks for how much luck the pairing carries
+        blocks = hv["random_blocks"]
+        paired = {s: v > blocks[int(s)] for s, v in hv["pareto"].items() if int(s) < len(blocks)}
+        lines += [f"- paired (seed i vs block i): pareto larger in {sum(paired.values())} of {len(paired)} seeds; "
+                  "share of all blocks each seed beats: "
+                  + ", ".join(f"seed {s}: {sum(v > b for b in blocks)}/{len(blocks)}" for s, v in hv["pareto"].items())]
     return "\n".join(lines) + "\n"
 
 

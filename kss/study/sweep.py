@@ -82,6 +82,9 @@ def resolve_strategies(entries) -> list[str]:
     entries = [entries] if isinstance(entries, str) else list(entries or [])
     if not entries:
         raise KssError("strategies is empty; e.g. strategies=[random,tpe]")
+    if "halving" in entries:  # it trains its candidates: a sweep's training-free jobs and R analysis do not apply
+        raise KssError("strategies cannot hold halving (a halving search trains its candidates): run `python search.py "
+                       "search.strategy=halving kernel_set=<set>` per set, then `train.py genotype=<its search.json>`")
     unknown = [e for e in entries if e not in STRATEGIES]
     if unknown:
         raise KssError(f"unknown strategy {unknown[0]!r} in strategies; use {', '.join(STRATEGIES)}")

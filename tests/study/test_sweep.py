@@ -344,6 +344,8 @@ def test_strategies_are_planned_and_compared_like_kernel_sets(compose_cfg, tmp_p
         compose_cfg("kernel_sets=[set3]", config_name="sweep", tiny=False))
     with pytest.raises(KssError, match="unknown strategy 'annealing'"):
         plan_from_config(compose_cfg("strategies=[random,annealing]", config_name="sweep", tiny=False))
+    with pytest.raises(KssError, match="cannot hold halving .*search.strategy=halving"):
+        plan_from_config(compose_cfg("strategies=[random,halving]", config_name="sweep", tiny=False))
     # the analysis: a random search of 8 and a tpe search that reaches its best R at its 3rd candidate
     for strategy, scores in (("random", [1.0, 2.0, 5.0, 3.0, 1.0, 0.0, 4.0, 2.0]), ("tpe", [2.0, 4.0, 6.0, 1.0])):
         job = tmp_path / "jobs" / f"3x3_5x5_{len(scores)}x{'' if strategy == 'random' else '_tpe'}_seed0"
