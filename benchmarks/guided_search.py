@@ -129,9 +129,9 @@ def redrawn_r(records: list[dict], reference: list[dict]) -> float | None:
     if not scored:
         return None
     winner = max(scored, key=lambda r: r["score"])
-    own = winner["index"] if records is not reference and any(r is winner for r in reference) else None
+    # a random block's records are the reference's own objects: the winning draw itself is left out
     others = [r["score"] for r in reference if r["status"] == "scored" and genotype_key(r) == genotype_key(winner)
-              and not (r is winner or (own is not None and r["index"] == own))]
+              and r is not winner]
     return statistics.mean(others) if others else None
 
 

@@ -153,3 +153,15 @@ def test_the_other_long_runs_keep_their_records_the_same_way(tmp_path):
     assert kernel.keep.restore(docs, out, kernel.kept_record, whole_runs=True) == 0
     assert not (out / "search_set1_1000x" / "search.json").exists()
     assert kernel.keep.restore(docs, out, kernel.kept_record) == 1  # file by file (fmnist_studies' way) it would
+
+
+def test_a_winners_r_is_redrawn_from_its_other_draws_only(tmp_path):
+    guided = load("guided_search")
+    a, b = {"cell_type": "forward", "edges": {"0->3": "conv3"}}, {"cell_type": "forward", "edges": {"0->3": "skip"}}
+    reference = [{"index": i, "genotype": g, "score": r, "status": "scored", "params": 1}
+                 for i, (g, r) in enumerate([(a, -100.0), (b, -99.0), (a, -104.0), (a, -106.0)])]
+    assert guided.redrawn_r(reference[:1], reference) == -105.0  # a block's winner: its own draw left out
+    assert guided.redrawn_r(reference[:2], reference) is None  # b was drawn once
+    run = [{"index": 0, "genotype": a, "score": -98.0, "status": "scored"},
+           {"index": 1, "genotype": b, "score": -90.0, "status": "over_budget"}]  # over budget never wins
+    assert guided.redrawn_r(run, reference) == pytest.approx(-310.0 / 3)
