@@ -9,7 +9,7 @@ architecture spreads, the tau ceiling it implies, and what the trainings cost on
 cheapest budget whose reliability reaches `proxy.calibration.target` (0.7), and the overrides that run the
 study there. Validation accuracy only (test=false).
 
-Files: calibration.json and calibration.md in the study's folder; the searches, picks and trainings under
+Files: calibration.json and calibration.md in the study's folder (calibration_so_far.md as each budget finishes); the searches, picks and trainings under
 calibration/ (every step resumable: a rerun reports finished trainings from their metrics.json).
 """
 
@@ -39,6 +39,7 @@ from kss.tasks.search import setup_from_config
 log = logging.getLogger(__name__)
 
 FOLDER = "calibration"
+SO_FAR = "calibration_so_far.md"  # the table of the budgets finished so far, rewritten after each
 
 
 def check_calibration(cfg: DictConfig, kernel_sets: list) -> dict:
@@ -67,8 +68,9 @@ def calibration_archs(cfg: DictConfig, out_dir: Path, kernel_sets: list, setting
     return sorted(spread(distinct, settings["archs"], "hamming"), key=lambda p: (p["kernel_set"], p["index"]))
 
 
-def measure(cfg: DictConfig, out_dir: Path, archs: list[dict], settings: dict) -> list[dict]:
-    """Train every architecture x seed at each budget (cheapest first); one row per budget."""
+def measure(cfg: DictConfig, out_dir: Path, archs: list[dict], settings: dict, on_budget=None) -> list[dict]:
+    """Train every architecture x seed at each budget (cheapest first); one row per budget. `on_budget(rows)`
+    after each budget, with the rows so far."""
     rows = []
     total = len(settings["budgets"]) * len(archs) * settings["seeds"]
     done = 0
@@ -106,6 +108,8 @@ def measure(cfg: DictConfig, out_dir: Path, archs: list[dict], settings: dict) -
                 "arch_sd": math.sqrt(rel["total_var"]) if rel.get("total_var") is not None else None,
                 "tau_ceiling": attenuation_ceiling(rel["reliability"])["tau"]}
         rows.append(row)
+        if on_budget:
+            on_budget(rows)
     return rows
 
 
@@ -124,7 +128,8 @@ def _f(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def calibration_markdown(result: dict) -> str:
+def calibration_markdown(result: dict, pending=()) -> str:
+    """The calibration table; `pending`: budgets still training (the table so far)."""
     s = result["settings"]
     lines = [f"# Budget calibration: single-run reliability per training budget ({s['dataset']}, "
              f"{', '.join(s['kernel_sets_names'])})", "",
@@ -143,7 +148,12 @@ def calibration_markdown(result: dict) -> str:
                      f"| {_f(r['reliability'])} [{_f(low, 2)}, {_f(high, 2)}] | {_f(r['tau_ceiling'], 2)} | {r['trainings']} "
                      f"| {r['seconds_per_training']:.1f} | {r['train_seconds'] / 60:.1f} |")
     c = result["cheapest"]
-    if c is None:
+    if pending:
+        lines += ["", f"*So far: {len(result['budgets'])} of {len(s['budgets'])} budgets; "
+                      f"{', '.join(f'{b:g}' for b in pending)} epoch(s) still training.*"]
+    if c is None and pending:
+        lines += ["", f"No budget so far reached reliability {s['target']:g}."]
+    elif c is None:
         lines += ["", f"No budget reached reliability {s['target']:g}: a proxy study at these budgets cannot show a tau "
                       "above the ceilings in the table; try longer budgets (proxy.calibration.budgets)."]
     else:
@@ -165,18 +175,23 @@ def run_calibration(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -
         check_batch_fits(setup_from_config(job, data), data)
     checked()
     archs = calibration_archs(cfg, out_dir, kernel_sets, settings, device)
-    rows = measure(cfg, out_dir, archs, settings)
-    result = {
-        "settings": {**{k: v for k, v in settings.items() if k != "per_set"}, "kernel_sets": kernel_sets,
-                     "kernel_sets_names": [C.kernel_set_name(k) for k in kernel_sets], "iters": cfg.iters,
-                     "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed,
-                     "bootstrap": cfg.proxy.bootstrap},
-        "architectures": [{k: a[k] for k in ("kernel_set", "index", "genotype", "params", "hamming")} for a in archs],
-        "budgets": rows,
-        "cheapest": cheapest(rows, settings["target"]),
-        "device": str(device),
-        "host": platform.node(),
-    }
+
+    def result_of(rows: list[dict]) -> dict:
+        return {"settings": {**{k: v for k, v in settings.items() if k != "per_set"}, "kernel_sets": kernel_sets,
+                             "kernel_sets_names": [C.kernel_set_name(k) for k in kernel_sets], "iters": cfg.iters,
+                             "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed,
+                             "bootstrap": cfg.proxy.bootstrap},
+                "architectures": [{k: a[k] for k in ("kernel_set", "index", "genotype", "params", "hamming")} for a in archs],
+                "budgets": rows,
+                "cheapest": cheapest(rows, settings["target"]),
+                "device": str(device),
+                "host": platform.node()}
+
+    def so_far(rows: list[dict]) -> None:  # a long calibration shows its cheap budgets while the long ones train
+        pending = settings["budgets"][len(rows):]
+        (out_dir / SO_FAR).write_text(calibration_markdown(result_of(rows), pending))
+
+    result = result_of(measure(cfg, out_dir, archs, settings, on_budget=so_far))
     write_json(out_dir / "calibration.json", result)
     (out_dir / "calibration.md").write_text(calibration_markdown(result))
     c = result["cheapest"]
