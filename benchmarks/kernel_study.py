@@ -129,15 +129,14 @@ def summarise(args) -> None:
         sd = f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
         mean = f"{100 * statistics.mean(accs):.2f}%" if accs else "-"
         lines.append(f"| {s} | {len(accs)} | {mean} | {sd} |")
-    paired = [seed for seed in args.seeds if all(any(r["kernel_set"] == s and r["seed"] == seed for r in rows)
-                                                  for s in args.sets)]
-    if paired and len(args.sets) > 1:
-        lines += ["", f"Paired differences against {args.sets[0]} (seeds {', '.join(map(str, paired))}), points:"]
-        base = {r["seed"]: r["test_acc"] for r in rows if r["kernel_set"] == args.sets[0]}
+    base = {r["seed"]: r["test_acc"] for r in rows if r["kernel_set"] == args.sets[0]}
+    if base and len(args.sets) > 1:  # each set against the first on the seeds both have finished
+        lines += ["", f"Paired differences against {args.sets[0]} (same seed), test accuracy points:"]
         for s in args.sets[1:]:
-            diffs = [100 * (r["test_acc"] - base[r["seed"]]) for r in rows if r["kernel_set"] == s and r["seed"] in paired]
-            lines.append(f"- {s} - {args.sets[0]}: " + ", ".join(f"{d:+.2f}" for d in diffs)
-                         + (f" (mean {statistics.mean(diffs):+.2f})" if diffs else ""))
+            diffs = {r["seed"]: 100 * (r["test_acc"] - base[r["seed"]]) for r in rows
+                     if r["kernel_set"] == s and r["seed"] in base}
+            lines.append(f"- {s} - {args.sets[0]}: " + (", ".join(f"seed {k}: {d:+.2f}" for k, d in sorted(diffs.items()))
+                         + f" (mean {statistics.mean(diffs.values()):+.2f})" if diffs else "no common seed yet"))
     remaining = [f"{s} seed {seed}" for seed in args.seeds for s in args.sets
                  if not any(r["kernel_set"] == s and r["seed"] == seed for r in rows)]
     lines += ["", "Remaining: " + (", ".join(remaining) if remaining else "none"),

@@ -150,7 +150,7 @@ def calibration_markdown(result: dict, pending=()) -> str:
     c = result["cheapest"]
     if pending:
         lines += ["", f"*So far: {len(result['budgets'])} of {len(s['budgets'])} budgets; "
-                      f"{', '.join(f'{b:g}' for b in pending)} epoch(s) still training.*"]
+                      f"{', '.join(f'{b:g}' for b in pending)} epoch(s) still to train.*"]
     if c is None and pending:
         lines += ["", f"No budget so far reached reliability {s['target']:g}."]
     elif c is None:

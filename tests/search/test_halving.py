@@ -297,7 +297,7 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
     assert long["train_seconds"] == pytest.approx(12) and long["seconds_per_training"] == pytest.approx(1)
     text = (tmp_path / "calibration.md").read_text()
     assert "**1 epoch(s)**" in text and json.loads((tmp_path / "calibration.json").read_text())["cheapest"]
-    assert "| 0.25 |" in so_far[0] and "| 1 |" not in so_far[0] and "1 of 2 budgets; 1 epoch(s) still training" in so_far[0]
+    assert "| 0.25 |" in so_far[0] and "| 1 |" not in so_far[0] and "1 of 2 budgets; 1 epoch(s) still to train" in so_far[0]
     assert "No budget so far reached reliability 0.7." in so_far[0] and "try longer budgets" not in so_far[0]
     assert (tmp_path / "calibration_so_far.md").read_text() == text  # once finished, the same table
 
