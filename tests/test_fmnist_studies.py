@@ -165,3 +165,32 @@ def test_a_winners_r_is_redrawn_from_its_other_draws_only(tmp_path):
     run = [{"index": 0, "genotype": a, "score": -98.0, "status": "scored"},
            {"index": 1, "genotype": b, "score": -90.0, "status": "over_budget"}]  # over budget never wins
     assert guided.redrawn_r(run, reference) == pytest.approx(-310.0 / 3)
+
+
+def test_the_guided_summary_pairs_pareto_seeds_with_random_blocks_and_aligns_its_rows(tmp_path):
+    import argparse
+
+    guided = load("guided_search")
+
+    def records(scores_params):
+        return "".join(json.dumps({"index": i, "genotype": {"cell_type": "forward", "edges": {"0->3": f"conv{i % 3}"}},
+                                   "score": score, "params": params, "status": "scored"}) + "\n"
+                       for i, (score, params) in enumerate(scores_params))
+
+    reference = [(-100.0 - i % 7, 100 + 10 * (i % 5)) for i in range(20)]  # two blocks of 10
+    write(tmp_path / "ref" / "candidates.jsonl", records(reference))
+    write(tmp_path / "out" / "pareto_seed0" / "candidates.jsonl", records([(-90.0, 50)] * 10))  # beats block 0
+    write(tmp_path / "out" / "pareto_seed1" / "candidates.jsonl", records([(-130.0, 1000)] * 10))  # worse than block 1
+    write(tmp_path / "out" / "tpe_budget_seed0" / "candidates.jsonl", records([(-101.0, 100)] * 10))
+    a = argparse.Namespace(reference=tmp_path / "ref", out=tmp_path / "out", results=tmp_path / "docs", seeds=[0, 1],
+                           trials=10, strategies=["pareto", "tpe"], budgeted=True)
+    out = guided.summarise(a)
+    hv = out["hypervolume"]
+    assert hv["pareto"][0] > hv["random_blocks"][0] and hv["pareto"][1] < hv["random_blocks"][1]
+    text = (tmp_path / "docs" / "summary.md").read_text()
+    assert "paired (seed i vs block i): pareto larger in 1 of 2 seeds" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len({line.count(" | ") for line in table}) == 1  # every row has the header's columns
+    budget_row = next(line for line in table if line.startswith("| random_budget |")).split(" | ")
+    assert budget_row[-3] != "-" and budget_row[-4] == "-"  # the whole block's best sits under the last checkpoint
+    assert out["reference"]["genotypes_drawn_again"] == 3 and out["reference"]["redraw_sd"] > 0
