@@ -119,31 +119,37 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
 
 
 def genotype_key(record: dict) -> str:
+    # kss.study.proxy.genotype_key without importing torch into this driver: candidates.jsonl holds
+    # genotypes as Genotype.to_json wrote them (canonical), so their JSON text is the key
     return json.dumps(record["genotype"], sort_keys=True)
 
 
-def redrawn_r(records: list[dict], reference: list[dict]) -> float | None:
+def draws_by_genotype(reference: list[dict]) -> dict[str, list[dict]]:
+    """The reference's scored records per genotype (the draws of each architecture)."""
+    draws = {}
+    for r in reference:
+        if r["status"] == "scored":
+            draws.setdefault(genotype_key(r), []).append(r)
+    return draws
+
+
+def redrawn_r(records: list[dict], draws: dict[str, list[dict]]) -> float | None:
     """The winner's R with the initialisation noise averaged out: the mean R of the *other* draws of the
-    winner's genotype in the reference search (None when it drew it no other time). A best single draw is
-    partly a lucky initialisation (the same genotype's R has sd ~3 across draws); the redrawn mean is not."""
+    winner's genotype in the reference search (`draws`, draws_by_genotype; None when it drew it no other
+    time). A best single draw is partly a lucky initialisation; the redrawn mean is not."""
     scored = [r for r in records if r["status"] == "scored"]
     if not scored:
         return None
     winner = max(scored, key=lambda r: r["score"])
     # a random block's records are the reference's own objects: the winning draw itself is left out
-    others = [r["score"] for r in reference if r["status"] == "scored" and genotype_key(r) == genotype_key(winner)
-              and r is not winner]
+    others = [r["score"] for r in draws.get(genotype_key(winner), []) if r is not winner]
     return statistics.mean(others) if others else None
 
 
-def redraw_noise(reference: list[dict]) -> dict:
+def redraw_noise(draws: dict[str, list[dict]]) -> dict:
     """How much R moves between draws of one genotype (initialisation noise): the pooled within-genotype sd
     over the genotypes the reference drew more than once."""
-    draws = {}
-    for r in reference:
-        if r["status"] == "scored":
-            draws.setdefault(genotype_key(r), []).append(r["score"])
-    repeated = [v for v in draws.values() if len(v) > 1]
+    repeated = [[r["score"] for r in v] for v in draws.values() if len(v) > 1]
     squares = sum(sum((x - statistics.mean(v)) ** 2 for x in v) for v in repeated)
     dof = sum(len(v) - 1 for v in repeated)
     return {"genotypes_drawn_again": len(repeated), "redraw_sd": math.sqrt(squares / dof) if dof else None}
@@ -174,10 +180,11 @@ def summarise(args) -> dict:
            "strategies": {}}
     curves = {"random": [best_so_far(b) for b in blocks]}
     within = lambda rs: [r for r in rs if r["params"] <= budget]  # noqa: E731
-    out["random"]["redrawn_R"] = [redrawn_r(b, reference) for b in blocks]
-    out["random"]["redrawn_R_budget"] = [redrawn_r(within(b), reference) for b in blocks]
+    draws = draws_by_genotype(reference)
+    out["random"]["redrawn_R"] = [redrawn_r(b, draws) for b in blocks]
+    out["random"]["redrawn_R_budget"] = [redrawn_r(within(b), draws) for b in blocks]
     out["random"]["best_R_budget"] = [best_so_far(within(b))[-1] for b in blocks]  # of each whole block
-    out["reference"] |= redraw_noise(reference)
+    out["reference"] |= redraw_noise(draws)
     for strategy in [*args.strategies, *[f"{s}_budget" for s in args.strategies if s != "pareto" and args.budgeted]]:
         goal = target_budget if strategy.endswith("_budget") else target
         rows = []
@@ -191,7 +198,7 @@ def summarise(args) -> dict:
                          "trials_to_reference_best": reached(curve, goal),
                          "trials_to_within_1": reached(curve, goal - 1.0),
                          **{f"best_R_at_{n}": curve[n - 1] if len(curve) >= n else None for n in CHECKPOINTS},
-                         "best_R": curve[-1], "redrawn_R": redrawn_r(records, reference)})
+                         "best_R": curve[-1], "redrawn_R": redrawn_r(records, draws)})
             curves.setdefault(strategy, []).append(curve)
         out["strategies"][strategy] = rows
     # hypervolume of the (R, params) front: pareto at 500 trials vs each 500-candidate random block
@@ -228,10 +235,12 @@ def markdown(args, out: dict) -> str:
              "noise averaged out; only winners the reference drew again count; they are few, with few draws each).",
              "",
              "| strategy | seeds done | trials to reference best R: median [min, max] (reached in) | within 1 R | "
-             + " | ".join(f"best R at {n}" for n in CHECKPOINTS) + " | unique genotypes | winner's R redrawn (winners drawn again) |",
+             + " | ".join(f"best R at {n}" for n in CHECKPOINTS)
+             + " | unique genotypes | winner's R redrawn (winners drawn again) |",
              "|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|"]
     random_row = ["random", str(ref["random_blocks"]), "-", "-",
-                  *(spread(out["random"][f"best_R_at_{n}"]) for n in CHECKPOINTS), "-", redrawn_spread(out["random"]["redrawn_R"])]
+                  *(spread(out["random"][f"best_R_at_{n}"]) for n in CHECKPOINTS), "-",
+                  redrawn_spread(out["random"]["redrawn_R"])]
     lines.append("| " + " | ".join(random_row) + " |")
     if any(name.endswith("_budget") for name in out["strategies"]):
         at_block_end = ["-"] * (len(CHECKPOINTS) - 1) + [spread(out["random"]["best_R_budget"])]

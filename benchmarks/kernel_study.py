@@ -135,8 +135,9 @@ def summarise(args) -> None:
         for s in args.sets[1:]:
             diffs = {r["seed"]: 100 * (r["test_acc"] - base[r["seed"]]) for r in rows
                      if r["kernel_set"] == s and r["seed"] in base}
-            lines.append(f"- {s} - {args.sets[0]}: " + (", ".join(f"seed {k}: {d:+.2f}" for k, d in sorted(diffs.items()))
-                         + f" (mean {statistics.mean(diffs.values()):+.2f})" if diffs else "no common seed yet"))
+            per_seed = ", ".join(f"seed {k}: {d:+.2f}" for k, d in sorted(diffs.items()))
+            paired = f"{per_seed} (mean {statistics.mean(diffs.values()):+.2f})" if diffs else "no common seed yet"
+            lines.append(f"- {s} - {args.sets[0]}: {paired}")
     remaining = [f"{s} seed {seed}" for seed in args.seeds for s in args.sets
                  if not any(r["kernel_set"] == s and r["seed"] == seed for r in rows)]
     lines += ["", "Remaining: " + (", ".join(remaining) if remaining else "none"),

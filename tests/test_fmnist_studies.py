@@ -160,11 +160,12 @@ def test_a_winners_r_is_redrawn_from_its_other_draws_only(tmp_path):
     a, b = {"cell_type": "forward", "edges": {"0->3": "conv3"}}, {"cell_type": "forward", "edges": {"0->3": "skip"}}
     reference = [{"index": i, "genotype": g, "score": r, "status": "scored", "params": 1}
                  for i, (g, r) in enumerate([(a, -100.0), (b, -99.0), (a, -104.0), (a, -106.0)])]
-    assert guided.redrawn_r(reference[:1], reference) == -105.0  # a block's winner: its own draw left out
-    assert guided.redrawn_r(reference[:2], reference) is None  # b was drawn once
+    draws = guided.draws_by_genotype(reference)
+    assert guided.redrawn_r(reference[:1], draws) == -105.0  # a block's winner: its own draw left out
+    assert guided.redrawn_r(reference[:2], draws) is None  # b was drawn once
     run = [{"index": 0, "genotype": a, "score": -98.0, "status": "scored"},
            {"index": 1, "genotype": b, "score": -90.0, "status": "over_budget"}]  # over budget never wins
-    assert guided.redrawn_r(run, reference) == pytest.approx(-310.0 / 3)
+    assert guided.redrawn_r(run, draws) == pytest.approx(-310.0 / 3)
 
 
 def test_the_guided_summary_pairs_pareto_seeds_with_random_blocks_and_aligns_its_rows(tmp_path):

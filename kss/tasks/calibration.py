@@ -9,8 +9,9 @@ architecture spreads, the tau ceiling it implies, and what the trainings cost on
 cheapest budget whose reliability reaches `proxy.calibration.target` (0.7), and the overrides that run the
 study there. Validation accuracy only (test=false).
 
-Files: calibration.json and calibration.md in the study's folder (calibration_so_far.md as each budget finishes); the searches, picks and trainings under
-calibration/ (every step resumable: a rerun reports finished trainings from their metrics.json).
+Files: calibration.json and calibration.md in the study's folder, calibration_so_far.md as each budget
+finishes; the searches, picks and trainings under calibration/ (every step resumable: a rerun reports
+finished trainings from their metrics.json).
 """
 
 from __future__ import annotations
