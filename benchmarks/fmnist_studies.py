@@ -32,8 +32,8 @@ import keep  # benchmarks/keep.py, beside this script
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {"calibrate": "fmnist_calibration", "proxy": "fmnist_proxy60", "select": "fmnist_selection"}
 SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.jsonl", "picks.json", "calibration.json",
-         "calibration.md", "calibration_so_far.md", "proxy.json", "proxy.md", "proxy.csv", "halving.md", "selection.json",
-         "selection.md")
+         "calibration.md", "calibration_so_far.md", "calibration_so_far.json", "proxy.json", "proxy.md", "proxy.csv",
+         "halving.md", "selection.json", "selection.md")
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
 SYNC_SECONDS = 60
 
@@ -117,7 +117,15 @@ def calibrated_budget(args) -> list[str]:
                 raise SystemExit("the calibration found no budget with reliability >= its target; pass --epochs and "
                                  "--fraction to run the proxy study anyway")
             return cheapest["overrides"].split()
-    raise SystemExit("no calibration yet: run `calibrate` first, or pass --epochs N --fraction F")
+    for where in (args.out / STUDIES["calibrate"], args.results / STUDIES["calibrate"]):
+        # budgets are calibrated cheapest first, so a budget that already passed is the answer; the longer
+        # budgets only add rows to the table
+        if (where / "calibration_so_far.json").exists():
+            cheapest = json.loads((where / "calibration_so_far.json").read_text())["cheapest"]
+            if cheapest is not None:
+                return cheapest["overrides"].split()
+    raise SystemExit("no calibrated budget yet: run `calibrate` first (the proxy study can start once a budget "
+                     "reaches the target), or pass --epochs N --fraction F")
 
 
 def proxy_plan(args, preset: dict) -> list[Step]:

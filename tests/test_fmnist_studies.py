@@ -100,8 +100,16 @@ def test_the_selection_plan_continues_from_restored_records(tmp_path, capsys):
 
 def test_the_proxy_study_runs_at_the_calibrated_budget(tmp_path):
     a = args(tmp_path)
-    with pytest.raises(SystemExit, match="no calibration yet"):
+    with pytest.raises(SystemExit, match="no calibrated budget yet"):
         fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
+    so_far = a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json"
+    write(so_far, {"cheapest": None, "pending": [1, 3]})  # nothing passed yet: a longer budget may
+    with pytest.raises(SystemExit, match="no calibrated budget yet"):
+        fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
+    write(so_far, {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}, "pending": [1, 3]})
+    step, = fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")  # a passed budget is final: the study starts
+    assert step.args[-2:] == ["proxy.epochs=1", "proxy.train_fraction=0.3"]
+    so_far.unlink()
     calibration = a.results / fs.STUDIES["calibrate"] / "calibration.json"
     write(calibration, {"cheapest": None})
     with pytest.raises(SystemExit, match="no budget with reliability"):

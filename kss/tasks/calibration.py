@@ -9,8 +9,9 @@ architecture spreads, the tau ceiling it implies, and what the trainings cost on
 cheapest budget whose reliability reaches `proxy.calibration.target` (0.7), and the overrides that run the
 study there. Validation accuracy only (test=false).
 
-Files: calibration.json and calibration.md in the study's folder, calibration_so_far.md as each budget
-finishes; the searches, picks and trainings under calibration/ (every step resumable: a rerun reports
+Files: calibration.json and calibration.md in the study's folder; calibration_so_far.json/.md as each
+budget finishes (budgets run cheapest first, so a `cheapest` there is already final: the study can start
+while the longer budgets still train); the searches, picks and trainings under calibration/ (every step resumable: a rerun reports
 finished trainings from their metrics.json).
 """
 
@@ -40,7 +41,7 @@ from kss.tasks.search import setup_from_config
 log = logging.getLogger(__name__)
 
 FOLDER = "calibration"
-SO_FAR = "calibration_so_far.md"  # the table of the budgets finished so far, rewritten after each
+SO_FAR = "calibration_so_far"  # .json and .md: the budgets finished so far, rewritten after each
 
 
 def check_calibration(cfg: DictConfig, kernel_sets: list) -> dict:
@@ -190,7 +191,8 @@ def run_calibration(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -
 
     def so_far(rows: list[dict]) -> None:  # a long calibration shows its cheap budgets while the long ones train
         pending = settings["budgets"][len(rows):]
-        (out_dir / SO_FAR).write_text(calibration_markdown(result_of(rows), pending))
+        write_json(out_dir / f"{SO_FAR}.json", result_of(rows) | {"pending": pending})
+        (out_dir / f"{SO_FAR}.md").write_text(calibration_markdown(result_of(rows), pending))
 
     result = result_of(measure(cfg, out_dir, archs, settings, on_budget=so_far))
     write_json(out_dir / "calibration.json", result)

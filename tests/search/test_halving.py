@@ -283,6 +283,7 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
         calls.append((Path(genotype_file).stem, seed, budget))
         if budget == 1 and not so_far:
             so_far.append((tmp_path / "calibration_so_far.md").read_text())
+            so_far.append(json.loads((tmp_path / "calibration_so_far.json").read_text()))
         arch = int(np.random.default_rng([zlib.crc32(Path(genotype_file).stem.encode())]).integers(10))
         noise = np.random.default_rng([seed, arch, int(budget * 100)]).normal()
         acc = 0.5 + (0.003 if budget < 1 else 0.01) * arch + (0.1 if budget < 1 else 0.002) * noise
@@ -299,7 +300,10 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
     assert "**1 epoch(s)**" in text and json.loads((tmp_path / "calibration.json").read_text())["cheapest"]
     assert "| 0.25 |" in so_far[0] and "| 1 |" not in so_far[0] and "1 of 2 budgets; 1 epoch(s) still to train" in so_far[0]
     assert "No budget so far reached reliability 0.7." in so_far[0] and "try longer budgets" not in so_far[0]
+    assert so_far[1]["cheapest"] is None and so_far[1]["pending"] == [1.0] and len(so_far[1]["budgets"]) == 1
     assert (tmp_path / "calibration_so_far.md").read_text() == text  # once finished, the same table
+    final = json.loads((tmp_path / "calibration_so_far.json").read_text())
+    assert final["cheapest"] == result["cheapest"] and final["pending"] == []
 
 
 @pytest.mark.parametrize("overrides, message", [
