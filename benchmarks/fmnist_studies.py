@@ -21,7 +21,9 @@ trainings run again (from scratch: checkpoints are not committed).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import subprocess
 import sys
 import time
@@ -264,6 +266,60 @@ def plan_of(args, preset: dict, study: str) -> list[Step]:
     return steps
 
 
+# --- how much is left ---
+
+def overrides(items: list[str]) -> dict:
+    """`key=value` overrides as a dict of Python values ("proxy.calibration.budgets=[0.3,1,3]" -> [0.3, 1, 3])."""
+    return {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def planned_epochs(args, preset: dict, study: str) -> float | None:
+    """Training epochs the study's plan takes in all (halving: its synchronous count; Optuna's asynchronous
+    pruner trains somewhat more); None while the proxy study waits for its budget."""
+    if study == "calibrate":
+        o = overrides(preset["calibration"])
+        return o["proxy.calibration.archs"] * o["proxy.calibration.seeds"] * sum(o["proxy.calibration.budgets"])
+    if study == "proxy":
+        try:
+            budget = overrides(calibrated_budget(args))
+        except SystemExit:
+            return None
+        o = overrides(preset["proxy"])
+        trainings = o["proxy.per_set"] + o["proxy.seed_archs"] * (o["proxy.seeds"] - 1)
+        return trainings * budget["proxy.epochs"] * budget["proxy.train_fraction"]
+    o = overrides(preset["halving"])
+    eta, budgets = o["search.halving.eta"], o["search.halving.budgets"]
+    halving = sum(o["search.halving.pool"] / eta ** rung * b for rung, b in enumerate(budgets))
+    return halving + len(METHODS) * len(preset["seeds"]) * overrides(preset["final"])["trainer.max_epochs"]
+
+
+def trained(folder: Path) -> tuple[float, float]:
+    """(epochs, seconds) of the finished trainings under `folder`. A fractional budget's run is named by
+    kss.tasks.fidelity.budget_tag (`_e1_f0.3`: one epoch on 30% of the batches)."""
+    epochs = seconds = 0.0
+    for path in folder.rglob("metrics.json"):
+        m = json.loads(path.read_text())
+        if m.get("train_seconds") is None:
+            continue
+        tag = re.search(r"_e(\d+)_f([\d.]+)", path.parent.name)
+        epochs += int(tag[1]) * float(tag[2]) if tag else m["epochs"]
+        seconds += m["train_seconds"]
+    return epochs, seconds
+
+
+def left_line(args, preset: dict, study: str) -> str:
+    planned = planned_epochs(args, preset, study)
+    done, seconds = trained(args.out / STUDIES[study])
+    if planned is None:
+        return ""
+    line = f"; {done:.1f} of ~{planned:.0f} epochs trained"
+    if done > 0:
+        per_epoch = seconds / done
+        line += (f" at {per_epoch / 60:.0f} min per epoch so far: "
+                 f"~{max(planned - done, 0) * per_epoch / 3600:.1f} h left at that pace")
+    return line
+
+
 def status(args, preset: dict) -> None:
     for study, folder in STUDIES.items():
         restore(args.results / folder, args.out / folder)
@@ -275,7 +331,8 @@ def status(args, preset: dict) -> None:
         done = sum(s.done for s in steps)
         more = " (then the final trainings)" if study == "select" and len(steps) == 2 else ""
         trainings = len(list((args.out / folder).rglob("metrics.json")))
-        print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}; "
+        print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}"
+              f"{left_line(args, preset, study)}; "
               f"continue with: python benchmarks/fmnist_studies.py {study}" + ("" if args.preset == "fmnist" else
                                                                                 f" --preset {args.preset}"))
 

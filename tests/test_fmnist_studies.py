@@ -203,3 +203,24 @@ def test_the_guided_summary_pairs_pareto_seeds_with_random_blocks_and_aligns_its
     budget_row = next(line for line in table if line.startswith("| random_budget |")).split(" | ")
     assert budget_row[-3] != "-" and budget_row[-4] == "-"  # the whole block's best sits under the last checkpoint
     assert out["reference"]["genotypes_drawn_again"] == 3 and out["reference"]["redraw_sd"] > 0
+
+
+def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
+    a = args(tmp_path, "preset", "fmnist")
+    preset = fs.PRESETS["fmnist"]
+    assert fs.planned_epochs(a, preset, "calibrate") == pytest.approx(12 * 2 * 4.3)
+    assert fs.planned_epochs(a, preset, "proxy") is None  # no budget yet
+    halving = 27 * 0.111 + 9 * 0.333 + 3 * 1 + 1 * 3
+    assert fs.planned_epochs(a, preset, "select") == pytest.approx(halving + 5 * 3 * 2)
+    write(a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json",
+          {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}})
+    assert fs.planned_epochs(a, preset, "proxy") == pytest.approx((64 + 10 * 2) * 0.3)
+    train = a.out / fs.STUDIES["calibrate"] / "calibration" / "train"
+    write(train / "3x3_5x5_89_e1_f0.3_seed0" / "metrics.json", {"epochs": 1, "train_seconds": 180.0})
+    write(train / "3x3_5x5_89_e1_f0.3_seed1" / "metrics.json", {"epochs": 1, "train_seconds": 180.0})
+    write(train / "interrupted" / "metrics.json", {"epochs": 1})  # no train_seconds: not a finished training
+    assert fs.trained(a.out / fs.STUDIES["calibrate"]) == (pytest.approx(0.6), 360.0)
+    assert fs.left_line(a, preset, "calibrate") == "; 0.6 of ~103 epochs trained at 10 min per epoch so far: ~17.1 h left at that pace"
+    final = a.out / fs.STUDIES["select"] / "final" / "halving_seed0" / "metrics.json"
+    write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
+    assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)
