@@ -2,8 +2,9 @@
 
 A budget of b epochs of the training split is trained from scratch as ceil(b) epochs (at least one) on
 b / ceil(b) of the split each (trainer.limit_train_batches): 0.111 -> 1 epoch on 11.1% of the batches,
-1 -> 1 full epoch, 3 -> 3 full epochs, 1.5 -> 2 epochs on 75%. The cosine schedule follows the run's own
-max_epochs, so every budget is a complete, short training rather than the start of a longer one.
+1 -> 1 full epoch, 3 -> 3 full epochs, 1.5 -> 2 epochs on 75%. A cosine schedule is stepped per optimizer
+step over the budget's own steps (budget_schedule), so every budget is a complete, short training rather
+than the start of a longer one.
 Each training is `run_train` with its own run directory (the budget is in its name: limit_train_batches
 is not among a run's settings), so a finished one is reported from its metrics.json and an interrupted
 one resumes from its last checkpoint. test=false: the test split stays unseen.
@@ -63,16 +64,32 @@ def batches_per_epoch(cfg: DictConfig) -> int:
     return math.ceil(len(data.train_set) / cfg.dataset.batch_size)
 
 
+def budget_schedule(cfg: DictConfig) -> dict:
+    """Overrides that anneal a cosine schedule per step over a budget's own steps. Stepped per epoch
+    (scheduler=cosine, SNASNet's), it does not decay at all within a one-epoch budget (T_max = 1: the
+    learning rate stays at its peak, and one run's final accuracy scatters with the last batches) and ends
+    a 3-epoch budget at a quarter of it. Other schedules are left as they are."""
+    scheduler = cfg.get("scheduler") or {}
+    if str(scheduler.get("_target_", "")).endswith("CosineAnnealingLR") and scheduler.get("interval", "epoch") == "epoch":
+        return {"scheduler.interval": "step", "scheduler.T_max": None}
+    return {}
+
+
+def budget_job(cfg: DictConfig, genotype_file: Path, kernels, seed: int, epochs: int, fraction: float,
+               group: str | None = None) -> DictConfig:
+    """The config of one budgeted training: `epochs` epochs on `fraction` of the batches, annealed to its
+    end, validation only (the test split stays unseen)."""
+    return C.job_config(cfg, **{
+        "kernel_set.kernels": list(kernels), "genotype": str(genotype_file), "seed": seed,
+        "trainer.max_epochs": epochs, "trainer.limit_train_batches": fraction, "test": False,
+        "search_only": False, "wandb.group": group, **budget_schedule(cfg),
+    })
+
+
 def train_at_budget(cfg: DictConfig, out_dir: Path, genotype_file: Path, kernels, seed: int, budget: float,
                     group: str | None = None) -> dict:
     """metrics.json of one training of `genotype_file` for `budget` epochs (resumable, test split unseen)."""
-    epochs, fraction = epochs_and_fraction(budget)
-    job = C.job_config(cfg, **{
-        "kernel_set.kernels": list(kernels), "genotype": str(genotype_file), "seed": seed,
-        "trainer.max_epochs": epochs, "trainer.limit_train_batches": fraction, "test": False,
-        "search_only": False, "wandb.group": group,
-    })
-    return run_train(job, out_dir)
+    return run_train(budget_job(cfg, genotype_file, kernels, seed, *epochs_and_fraction(budget), group), out_dir)
 
 
 def training_config(cfg: DictConfig) -> DictConfig:

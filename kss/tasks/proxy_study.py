@@ -27,6 +27,7 @@ from kss.search.loop import search
 from kss.search.records import CANDIDATES, read_candidates
 from kss.search.setup import check_batch_fits
 from kss.study.proxy import COVARIATES, PICKS, PROXIES, pick_spread, seed_noise_rows, spread, study_statistics, write_outputs
+from kss.tasks.fidelity import budget_job
 from kss.tasks.search import refuse_shards, setup_from_config
 from kss.tasks.train import run_train
 from kss.tracking import image, table, wandb_run
@@ -89,11 +90,7 @@ def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: in
     genotype_file.parent.mkdir(parents=True, exist_ok=True)
     if not genotype_file.exists():
         write_json(genotype_file, pick["genotype"])
-    job = C.job_config(cfg, **{
-        "kernel_set.kernels": pick["kernels"], "genotype": str(genotype_file), "seed": seed,
-        "trainer.max_epochs": epochs, "trainer.limit_train_batches": cfg.proxy.train_fraction,
-        "test": False, "search_only": False, "wandb.group": cfg.name,
-    })
+    job = budget_job(cfg, genotype_file, pick["kernels"], seed, epochs, cfg.proxy.train_fraction, group=cfg.name)
     # the budget is in the name: trainer.limit_train_batches is not among a run's settings
     metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}")
     return metrics.get("best_val_acc")

@@ -134,6 +134,9 @@ def check_training_config(cfg: DictConfig) -> None:
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
     compile_setting(cfg)
+    interval = (cfg.scheduler or {}).get("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise KssError(f"scheduler.interval must be epoch or step (got {interval!r})")
 
 
 # model.compile=auto: compile when the estimated eager training time is long enough for compiling to pay.

@@ -21,6 +21,17 @@ from kss.space.network import ModelSpec, build_network
 from kss.space.neurons import NeuronSpec
 
 
+def lr_scheduler(settings: dict, optimizer, run_steps) -> dict:
+    """Lightning's lr_scheduler entry for a scheduler config (`_partial_: true`). `interval` (epoch, the
+    default, or step) is ours, not the scheduler's: Lightning steps it. With interval=step, `T_max: null`
+    is the whole run in optimizer steps, `run_steps()` (asked only then: it needs the trainer)."""
+    settings = dict(settings)
+    interval = settings.pop("interval", "epoch")
+    if interval == "step" and "T_max" in settings and settings["T_max"] is None:
+        settings["T_max"] = run_steps()
+    return {"scheduler": instantiate(settings)(optimizer=optimizer), "interval": interval}
+
+
 class SpikingClassifier(L.LightningModule):
     def __init__(self, model: dict, neuron: dict, optimizer: dict, scheduler: dict | None = None,
                  genotype: dict | None = None, compile: bool = False):
@@ -137,5 +148,5 @@ class SpikingClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": lr_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)}

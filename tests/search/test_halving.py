@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from kss.errors import KssError
@@ -332,6 +333,11 @@ def test_calibration_trains_for_real_and_resumes(compose_cfg, tmp_path, monkeypa
     assert [r["trainings"] for r in result["budgets"]] == [6, 6]
     runs = sorted((tmp_path / "calibration" / "train").glob("*/metrics.json"))
     assert len(runs) == 12 and all(json.loads(p.read_text())["test_acc"] is None for p in runs)
+    # each budget is a complete training: its cosine schedule annealed to the end of its own steps
+    scheduler = json.loads(runs[0].read_text())["settings"]["scheduler"]
+    assert scheduler["interval"] == "step" and scheduler["T_max"] is None
+    last = torch.load(next(runs[0].parent.glob("checkpoints/last*.ckpt")), weights_only=False)
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(scheduler["eta_min"])
     import shutil
 
     import kss.tasks.train
@@ -358,6 +364,17 @@ def test_fractional_budgets_are_epochs_on_a_fraction_of_the_batches():
     check_budget_fits(0.25, 4, "b")
     with pytest.raises(KssError, match="less than one batch"):
         check_budget_fits(0.2, 4, "b")
+
+
+def test_a_budget_anneals_a_cosine_schedule_per_step_and_leaves_other_schedules(compose_cfg):
+    from kss.tasks.fidelity import budget_job
+
+    job = budget_job(compose_cfg("scheduler=cosine", config_name="train"), Path("g.json"), [1, 3], 0, 1, 0.3)
+    assert job.scheduler.interval == "step" and job.scheduler.T_max is None
+    assert job.trainer.limit_train_batches == 0.3 and job.test is False
+    steps = compose_cfg("scheduler=cosine_steps", config_name="train")
+    assert budget_job(steps, Path("g.json"), [1, 3], 0, 1, 0.3).scheduler == steps.scheduler
+    assert not budget_job(compose_cfg("scheduler=none", config_name="train"), Path("g.json"), [1, 3], 0, 1, 0.3).scheduler
 
 
 def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg, tmp_path, monkeypatch):

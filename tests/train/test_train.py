@@ -6,10 +6,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from kss import config as C
 from kss.errors import KssError
-from kss.train.module import SpikingClassifier
+from kss.train.module import SpikingClassifier, lr_scheduler
 from kss.search.records import SUMMARY
 from kss.tasks.search import run_search
 from kss.space.genotype import Genotype, check_fits
@@ -188,6 +189,7 @@ def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
         (["wandb.mode=sometimes"], "wandb.mode"),
         (["trainer.sync_batchnorm=true"], "needs GPUs"),
         (["model.compile=maybe"], "model.compile must be auto, true or false"),
+        (["scheduler=cosine_steps", "scheduler.interval=batch"], "scheduler.interval must be epoch or step"),
     ],
 )
 def test_bad_training_input(train_cfg, tmp_path, overrides, message):
@@ -250,6 +252,22 @@ def test_cosine_anneals_to_a_hundredth_of_the_learning_rate(compose_cfg):
     assert compose_cfg("optimizer.lr=0.5", config_name="train").scheduler.eta_min == pytest.approx(0.005)
 
 
+@pytest.mark.parametrize("scheduler, steps_per_epoch, end", [
+    ("cosine", 5, 1.0),  # per epoch, T_max = max_epochs = 1: no decay within the one epoch
+    ("cosine_steps", 5, 0.01),  # per step over the run's 5 steps: annealed to its end
+])
+def test_a_one_epoch_run_anneals_only_when_stepped_per_step(compose_cfg, scheduler, steps_per_epoch, end):
+    cfg = compose_cfg(f"scheduler={scheduler}", "trainer.max_epochs=1", "optimizer=sgd", config_name="train")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
+    entry = lr_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True), optimizer, lambda: steps_per_epoch)
+    assert entry["interval"] == ("step" if scheduler == "cosine_steps" else "epoch")
+    for _ in range(steps_per_epoch):  # what Lightning does within the epoch
+        optimizer.step()
+        if entry["interval"] == "step":
+            entry["scheduler"].step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(end * cfg.optimizer.lr)
+
+
 def test_every_config_option_instantiates(compose_cfg):
     """A typo in any _target_ fails here, not in a user's run."""
     from hydra.utils import instantiate
@@ -261,7 +279,7 @@ def test_every_config_option_instantiates(compose_cfg):
         for sched in sorted(p.stem for p in (conf / "scheduler").glob("*.yaml")):
             cfg = compose_cfg(f"scheduler={sched}", config_name="train")
             if cfg.scheduler:
-                instantiate(cfg.scheduler)(optimizer=optimizer)
+                lr_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True), optimizer, lambda: 10)
     for option in sorted(p.stem for p in (conf / "trainer").glob("*.yaml")):
         assert "max_epochs" in compose_cfg(f"trainer={option}", config_name="train").trainer
     for option in sorted(p.stem for p in (conf / "experiment").glob("*.yaml")):
