@@ -48,7 +48,7 @@ PRESETS = {
         "proxy": ["iters=500", "proxy.per_set=64", "proxy.seeds=3", "proxy.seed_archs=10", "proxy.long_archs=0"],
         "r_iters": 500,
         "halving": ["search.halving.pool=27", "search.halving.eta=3", "search.halving.budgets=[0.111,0.333,1,3]"],
-        "final": ["trainer.max_epochs=2"],
+        "final": ["trainer.max_epochs=2", "scheduler=cosine_steps"],  # annealed to the end: less seed noise
         "seeds": [0, 1, 2],
     },
     "synthetic": {  # the plan in miniature, for tests: synthetic data, tiny model, fractions of an epoch
@@ -62,7 +62,7 @@ PRESETS = {
                   "proxy.bootstrap=50"],
         "r_iters": 8,
         "halving": ["search.halving.pool=2", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]"],
-        "final": ["trainer.max_epochs=1"],
+        "final": ["trainer.max_epochs=1", "scheduler=cosine_steps"],
         "seeds": [0, 1],
     },
 }
@@ -269,8 +269,14 @@ def plan_of(args, preset: dict, study: str) -> list[Step]:
 # --- how much is left ---
 
 def overrides(items: list[str]) -> dict:
-    """`key=value` overrides as a dict of Python values ("proxy.calibration.budgets=[0.3,1,3]" -> [0.3, 1, 3])."""
-    return {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in items)}
+    """`key=value` overrides as a dict of Python values ("proxy.calibration.budgets=[0.3,1,3]" -> [0.3, 1, 3],
+    "scheduler=cosine_steps" -> "cosine_steps")."""
+    def value(text: str):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    return {k: value(v) for k, v in (item.split("=", 1) for item in items)}
 
 
 def planned_epochs(args, preset: dict, study: str) -> float | None:

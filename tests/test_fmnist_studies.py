@@ -210,6 +210,7 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     preset = fs.PRESETS["fmnist"]
     assert fs.planned_epochs(a, preset, "calibrate") == pytest.approx(12 * 2 * 4.3)
     assert fs.planned_epochs(a, preset, "proxy") is None  # no budget yet
+    assert fs.overrides(preset["final"]) == {"trainer.max_epochs": 2, "scheduler": "cosine_steps"}
     halving = 27 * 0.111 + 9 * 0.333 + 3 * 1 + 1 * 3
     assert fs.planned_epochs(a, preset, "select") == pytest.approx(halving + 5 * 3 * 2)
     write(a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json",
