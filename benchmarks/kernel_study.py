@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -34,6 +35,11 @@ COMMON = ["experiment=fmnist_cpu", "wandb.mode=disabled", "progress=false", "ext
 SEARCH_FILES = ("candidates.jsonl", "search.json", "search_settings.json")
 REFERENCE = ROOT / "docs" / "results" / "fmnist_random5000"  # set3, seed 0, the same settings
 
+
+
+def last_epoch_lr(epochs: int) -> float:
+    """The per-epoch cosine's learning rate in a run's last epoch, as a fraction of its peak (eta_min 0.01x)."""
+    return 0.01 + 0.99 * (1 + math.cos(math.pi * (epochs - 1) / epochs)) / 2
 
 def search_dir(args, kernel_set: str) -> Path:
     return args.out / f"search_{kernel_set}_{args.iters}x"
@@ -113,8 +119,9 @@ def summarise(args) -> None:
     lines = [f"# Kernel sets at {args.epochs} full epochs: Fashion-MNIST, experiment=fmnist_cpu",
              "",
              f"Each set's winner of one {args.iters}-candidate search (seed 0), trained with seeds "
-             f"{', '.join(map(str, args.seeds))}. Test accuracy of the best-validation checkpoint; energy per test image "
-             "of the trained network (kss.space.cost, 45 nm table).",
+             f"{', '.join(map(str, args.seeds))}, the preset's schedule (cosine stepped per epoch, SNASNet's: the "
+             f"learning rate is {last_epoch_lr(args.epochs):.2f}x its peak in the last epoch of {args.epochs}). Test accuracy of the best-validation "
+             "checkpoint; energy per test image of the trained network (kss.space.cost, 45 nm table).",
              "",
              "| kernel set | seed | test acc | best val acc | params | energy (uJ/image) | R | train s |",
              "|---|---|---|---|---|---|---|---|"]
