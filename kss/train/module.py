@@ -90,6 +90,8 @@ class SpikingClassifier(L.LightningModule):
                     f"the checkpoint holds a different architecture ({key} differs); "
                     "resume with the settings it was trained with, or start a new run dir"
                 )
+        schedulers = checkpoint.get("lr_schedulers") or [{}]
+        self._resumed_schedule_steps = schedulers[0].get("T_max")  # checked against this run's in configure_optimizers
         for key in ("optimizer", "scheduler"):
             if saved.get(key) != self.hparams[key]:
                 raise KssError(
@@ -148,5 +150,11 @@ class SpikingClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
             return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": lr_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)}
+        entry = lr_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)
+        resumed = getattr(self, "_resumed_schedule_steps", None)  # set by on_load_checkpoint, which runs first
+        steps = getattr(entry["scheduler"], "T_max", None)
+        if resumed is not None and entry["interval"] == "step" and resumed != steps:
+            raise KssError(f"the checkpoint's learning-rate schedule spans {resumed} steps and this run's {steps} "
+                           "(scheduler=cosine_steps anneals over the whole run: another trainer.max_epochs or "
+                           "limit_train_batches); rerun with the same settings, or start a new run dir")
+        return {"optimizer": optimizer, "lr_scheduler": entry}

@@ -162,6 +162,20 @@ def test_settings_that_change_the_result_are_never_mixed_into_a_run(train_cfg, t
         run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
 
 
+def test_a_per_step_schedule_is_not_stretched_over_a_longer_run(train_cfg, tmp_path):
+    """cosine_steps' settings do not name the run's length (T_max: null), so the checkpoint's schedule is
+    compared: extending the run, or resuming it longer, would start the cosine climbing again."""
+    base = ["genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=cosine_steps"]
+    run_train(train_cfg(*base), tmp_path)
+    with pytest.raises(KssError, match="spans 4 steps and this run's 8 .*start a new run dir") as info:
+        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
+    assert "\n" not in str(info.value)
+    (tmp_path / METRICS).unlink()
+    with pytest.raises(KssError, match="spans 4 steps and this run's 8"):
+        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
+    assert run_train(train_cfg(*base), tmp_path)["epochs"] == 1  # the same length resumes (here: finished)
+
+
 def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
     from kss import config as C
     from kss.search.loop import search
