@@ -108,13 +108,29 @@ def calibrate_plan(args, preset: dict) -> list[Step]:
                                           "name=fmnist_calibration", *preset["calibration"]], out, "calibration.json")]
 
 
-def calibrated_budget(args) -> list[str]:
+def calibration_of(path: Path, preset: dict) -> dict | None:
+    """A calibration result (calibration.json or calibration_so_far.json) of this preset's settings; one
+    of other settings (an earlier calibration into the same folder) is refused in one line."""
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    wanted = overrides(preset["calibration"])
+    settings = result.get("settings", {})
+    if ([float(b) for b in settings.get("budgets", [])] != [float(b) for b in wanted["proxy.calibration.budgets"]]
+            or settings.get("archs") != wanted["proxy.calibration.archs"]
+            or settings.get("seeds") != wanted["proxy.calibration.seeds"]):
+        raise SystemExit(f"{path} is a calibration of other settings ({settings.get('archs')} archs x "
+                         f"{settings.get('seeds')} seeds at {settings.get('budgets')}); move it away or pass --epochs")
+    return result
+
+
+def calibrated_budget(args, preset: dict) -> list[str]:
     """proxy.epochs / proxy.train_fraction: given, or the calibration's cheapest budget with reliability >= 0.7."""
     if args.epochs is not None:
         return [f"proxy.epochs={args.epochs}", f"proxy.train_fraction={args.fraction}"]
     for where in (args.out / STUDIES["calibrate"], args.results / STUDIES["calibrate"]):
-        if (where / "calibration.json").exists():
-            cheapest = json.loads((where / "calibration.json").read_text())["cheapest"]
+        if result := calibration_of(where / "calibration.json", preset):
+            cheapest = result["cheapest"]
             if cheapest is None:
                 raise SystemExit("the calibration found no budget with reliability >= its target; pass --epochs and "
                                  "--fraction to run the proxy study anyway")
@@ -122,10 +138,8 @@ def calibrated_budget(args) -> list[str]:
     for where in (args.out / STUDIES["calibrate"], args.results / STUDIES["calibrate"]):
         # budgets are calibrated cheapest first, so a budget that already passed is the answer; the longer
         # budgets only add rows to the table
-        if (where / "calibration_so_far.json").exists():
-            cheapest = json.loads((where / "calibration_so_far.json").read_text())["cheapest"]
-            if cheapest is not None:
-                return cheapest["overrides"].split()
+        if (result := calibration_of(where / "calibration_so_far.json", preset)) and result["cheapest"]:
+            return result["cheapest"]["overrides"].split()
     raise SystemExit("no calibrated budget yet: run `calibrate` first (the proxy study can start once a budget "
                      "reaches the target), or pass --epochs N --fraction F")
 
@@ -133,7 +147,7 @@ def calibrated_budget(args) -> list[str]:
 def proxy_plan(args, preset: dict) -> list[Step]:
     out = args.out / STUDIES["proxy"]
     return [Step("proxy study", "proxy", [*preset["common"], f"kernel_sets=[{preset['kernel_set']}]", "name=fmnist_proxy60",
-                                          *preset["proxy"], *calibrated_budget(args)], out, "proxy.json")]
+                                          *preset["proxy"], *calibrated_budget(args, preset)], out, "proxy.json")]
 
 
 def select_search_plan(args, preset: dict) -> list[Step]:
@@ -287,7 +301,7 @@ def planned_epochs(args, preset: dict, study: str) -> float | None:
         return o["proxy.calibration.archs"] * o["proxy.calibration.seeds"] * sum(o["proxy.calibration.budgets"])
     if study == "proxy":
         try:
-            budget = overrides(calibrated_budget(args))
+            budget = overrides(calibrated_budget(args, preset))
         except SystemExit:
             return None
         o = overrides(preset["proxy"])
@@ -322,7 +336,8 @@ def left_line(args, preset: dict, study: str) -> str:
     if done > 0:
         per_epoch = seconds / done
         line += (f" at {per_epoch / 60:.0f} min per epoch so far: "
-                 f"~{max(planned - done, 0) * per_epoch / 3600:.1f} h left at that pace")
+                 f"~{max(planned - done, 0) * per_epoch / 3600:.1f} h left at that pace (rough: a short budget's "
+                 "validation pass and a resumed run's earlier sessions are not counted per epoch)")
     return line
 
 

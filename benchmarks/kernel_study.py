@@ -36,10 +36,10 @@ SEARCH_FILES = ("candidates.jsonl", "search.json", "search_settings.json")
 REFERENCE = ROOT / "docs" / "results" / "fmnist_random5000"  # set3, seed 0, the same settings
 
 
-
 def last_epoch_lr(epochs: int) -> float:
     """The per-epoch cosine's learning rate in a run's last epoch, as a fraction of its peak (eta_min 0.01x)."""
     return 0.01 + 0.99 * (1 + math.cos(math.pi * (epochs - 1) / epochs)) / 2
+
 
 def search_dir(args, kernel_set: str) -> Path:
     return args.out / f"search_{kernel_set}_{args.iters}x"

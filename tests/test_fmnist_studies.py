@@ -40,6 +40,14 @@ def write(path: Path, data) -> Path:
     return path
 
 
+def calibration(preset: str, cheapest, **extra) -> dict:
+    """A calibration result of the preset's settings, as kss.tasks.calibration writes it."""
+    o = fs.overrides(fs.PRESETS[preset]["calibration"])
+    settings = {"archs": o["proxy.calibration.archs"], "seeds": o["proxy.calibration.seeds"],
+                "budgets": [float(b) for b in o["proxy.calibration.budgets"]]}
+    return {"settings": settings, "cheapest": cheapest, **extra}
+
+
 def finished_training(acc: float, seed: int = 0, params: int = 100) -> dict:
     return {"best_val_acc": acc, "test_acc": acc - 0.01, "seed": seed, "params": params, "energy_uj": 1.0}
 
@@ -103,18 +111,21 @@ def test_the_proxy_study_runs_at_the_calibrated_budget(tmp_path):
     with pytest.raises(SystemExit, match="no calibrated budget yet"):
         fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
     so_far = a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json"
-    write(so_far, {"cheapest": None, "pending": [1, 3]})  # nothing passed yet: a longer budget may
+    write(so_far, calibration("synthetic", None, pending=[0.5]))  # nothing passed yet: a longer budget may
     with pytest.raises(SystemExit, match="no calibrated budget yet"):
         fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
-    write(so_far, {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}, "pending": [1, 3]})
+    write(so_far, calibration("synthetic", {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}, pending=[0.5]))
     step, = fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")  # a passed budget is final: the study starts
     assert step.args[-2:] == ["proxy.epochs=1", "proxy.train_fraction=0.3"]
+    write(so_far, calibration("fmnist", {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}))
+    with pytest.raises(SystemExit, match="calibration of other settings .*12 archs x 2 seeds"):
+        fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")  # an earlier calibration of another plan
     so_far.unlink()
-    calibration = a.results / fs.STUDIES["calibrate"] / "calibration.json"
-    write(calibration, {"cheapest": None})
+    final = a.results / fs.STUDIES["calibrate"] / "calibration.json"
+    write(final, calibration("synthetic", None))
     with pytest.raises(SystemExit, match="no budget with reliability"):
         fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
-    write(calibration, {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}})
+    write(final, calibration("synthetic", {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}))
     step, = fs.plan_of(a, fs.PRESETS["synthetic"], "proxy")
     assert step.args[-2:] == ["proxy.epochs=1", "proxy.train_fraction=0.3"] and "proxy.seed_archs=3" in step.args
     step, = fs.plan_of(args(tmp_path, "epochs", 3, "fraction", 1.0), fs.PRESETS["synthetic"], "proxy")
@@ -214,14 +225,15 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     halving = 27 * 0.111 + 9 * 0.333 + 3 * 1 + 1 * 3
     assert fs.planned_epochs(a, preset, "select") == pytest.approx(halving + 5 * 3 * 2)
     write(a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json",
-          {"cheapest": {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}})
+          calibration("fmnist", {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}))
     assert fs.planned_epochs(a, preset, "proxy") == pytest.approx((64 + 10 * 2) * 0.3)
     train = a.out / fs.STUDIES["calibrate"] / "calibration" / "train"
     write(train / "3x3_5x5_89_e1_f0.3_seed0" / "metrics.json", {"epochs": 1, "train_seconds": 180.0})
     write(train / "3x3_5x5_89_e1_f0.3_seed1" / "metrics.json", {"epochs": 1, "train_seconds": 180.0})
     write(train / "interrupted" / "metrics.json", {"epochs": 1})  # no train_seconds: not a finished training
     assert fs.trained(a.out / fs.STUDIES["calibrate"]) == (pytest.approx(0.6), 360.0)
-    assert fs.left_line(a, preset, "calibrate") == "; 0.6 of ~103 epochs trained at 10 min per epoch so far: ~17.1 h left at that pace"
+    assert fs.left_line(a, preset, "calibrate").startswith("; 0.6 of ~103 epochs trained at 10 min per epoch so far: "
+                                                          "~17.1 h left at that pace (rough")
     final = a.out / fs.STUDIES["select"] / "final" / "halving_seed0" / "metrics.json"
     write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
     assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)

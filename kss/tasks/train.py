@@ -134,9 +134,13 @@ def check_training_config(cfg: DictConfig) -> None:
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise KssError(f"wandb.mode must be offline, online or disabled (got {cfg.wandb.mode})")
     compile_setting(cfg)
-    interval = (cfg.scheduler or {}).get("interval", "epoch")
+    scheduler = cfg.scheduler or {}
+    interval = scheduler.get("interval", "epoch")
     if interval not in ("epoch", "step"):
         raise KssError(f"scheduler.interval must be epoch or step (got {interval!r})")
+    if "T_max" in scheduler and scheduler.T_max is None and interval != "step":
+        raise KssError("scheduler.T_max=null means the run's optimizer steps and needs scheduler.interval=step; "
+                       "or give T_max in epochs")
 
 
 # model.compile=auto: compile when the estimated eager training time is long enough for compiling to pay.
@@ -287,14 +291,25 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
         if "genotype" in changed and same_architecture(cfg, metrics):  # the same cell, by another path
             changed.remove("genotype")
         if changed:
-            hint = " (a cosine schedule's T_max follows trainer.max_epochs)" if "scheduler" in changed else ""
+            hint = (" (a cosine schedule's length follows the run's: trainer.max_epochs, or its optimizer steps with "
+                    "scheduler.interval=step)") if "scheduler" in changed else ""
             raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
+                           "pass hydra.run.dir=<new dir>")
+        if metrics.get("max_epochs") != cfg.trainer.max_epochs and per_step_over_the_run(cfg):
+            raise KssError(f"{out_dir} holds a finished {metrics.get('max_epochs')}-epoch run whose learning-rate "
+                           f"schedule spans its own steps; {cfg.trainer.max_epochs} epochs is another schedule: "
                            "pass hydra.run.dir=<new dir>")
         if metrics.get("max_epochs") == cfg.trainer.max_epochs:
             log.info("%s is finished (test acc %s); not retraining", out_dir, _pct(metrics["test_acc"]))
             return metrics
     with run_lock(out_dir, cfg.get("lock_wait", False)):
         return _train(cfg, out_dir, done)
+
+
+def per_step_over_the_run(cfg: DictConfig) -> bool:
+    """A schedule stepped per optimizer step over the whole run (scheduler.interval=step, T_max=null)."""
+    scheduler = cfg.scheduler or {}
+    return scheduler.get("interval") == "step" and "T_max" in scheduler and scheduler.T_max is None
 
 
 def same_architecture(cfg: DictConfig, metrics: dict) -> bool:

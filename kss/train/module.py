@@ -8,6 +8,8 @@ network is then built in `configure_model`, before the optimizers are configured
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,9 @@ def lr_scheduler(settings: dict, optimizer, run_steps) -> dict:
     interval = settings.pop("interval", "epoch")
     if interval == "step" and "T_max" in settings and settings["T_max"] is None:
         settings["T_max"] = run_steps()
+        if not math.isfinite(settings["T_max"]):  # max_epochs=-1 without max_steps: the LR would never decay
+            raise KssError("scheduler.T_max=null spans the run's steps, and this run has no end: set "
+                           "trainer.max_epochs or trainer.max_steps")
     return {"scheduler": instantiate(settings)(optimizer=optimizer), "interval": interval}
 
 
@@ -90,8 +95,6 @@ class SpikingClassifier(L.LightningModule):
                     f"the checkpoint holds a different architecture ({key} differs); "
                     "resume with the settings it was trained with, or start a new run dir"
                 )
-        schedulers = checkpoint.get("lr_schedulers") or [{}]
-        self._resumed_schedule_steps = schedulers[0].get("T_max")  # checked against this run's in configure_optimizers
         for key in ("optimizer", "scheduler"):
             if saved.get(key) != self.hparams[key]:
                 raise KssError(
@@ -150,11 +153,17 @@ class SpikingClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
             return optimizer
-        entry = lr_scheduler(self.hparams.scheduler, optimizer, lambda: self.trainer.estimated_stepping_batches)
-        resumed = getattr(self, "_resumed_schedule_steps", None)  # set by on_load_checkpoint, which runs first
-        steps = getattr(entry["scheduler"], "T_max", None)
-        if resumed is not None and entry["interval"] == "step" and resumed != steps:
-            raise KssError(f"the checkpoint's learning-rate schedule spans {resumed} steps and this run's {steps} "
-                           "(scheduler=cosine_steps anneals over the whole run: another trainer.max_epochs or "
-                           "limit_train_batches); rerun with the same settings, or start a new run dir")
-        return {"optimizer": optimizer, "lr_scheduler": entry}
+        return {"optimizer": optimizer,
+                "lr_scheduler": lr_scheduler(self.hparams.scheduler, optimizer,
+                                             lambda: self.trainer.estimated_stepping_batches)}
+
+    def on_train_start(self):
+        # A schedule over the run's steps (T_max: null) is not named by the settings, so a resumed run's
+        # (restored from the checkpoint by now, whatever the strategy) is compared with this run's length.
+        scheduler = self.hparams.scheduler or {}
+        if scheduler.get("interval") == "step" and "T_max" in scheduler and scheduler["T_max"] is None:
+            spans, steps = self.lr_schedulers().T_max, self.trainer.estimated_stepping_batches
+            if spans != steps:
+                raise KssError(f"the checkpoint's learning-rate schedule spans {spans} optimizer steps and this run "
+                               f"has {steps} (its epochs, batches per epoch or devices differ); rerun with the same "
+                               "settings, or start a new run dir")

@@ -155,7 +155,7 @@ def test_settings_that_change_the_result_are_never_mixed_into_a_run(train_cfg, t
     with pytest.raises(KssError, match="finished run with other settings .*optimizer"):
         run_train(train_cfg(*base, "optimizer.lr=0.5"), tmp_path)
     # a longer cosine run is another schedule (T_max follows max_epochs): refused, not silently resumed
-    with pytest.raises(KssError, match="scheduler differ .*T_max follows trainer.max_epochs"):
+    with pytest.raises(KssError, match="scheduler differ .*length follows the run's: trainer.max_epochs"):
         run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
     (tmp_path / METRICS).unlink()  # as if interrupted: only the checkpoint is left to compare with
     with pytest.raises(KssError, match="another scheduler"):
@@ -167,11 +167,11 @@ def test_a_per_step_schedule_is_not_stretched_over_a_longer_run(train_cfg, tmp_p
     compared: extending the run, or resuming it longer, would start the cosine climbing again."""
     base = ["genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=cosine_steps"]
     run_train(train_cfg(*base), tmp_path)
-    with pytest.raises(KssError, match="spans 4 steps and this run's 8 .*start a new run dir") as info:
-        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
-    assert "\n" not in str(info.value)
-    (tmp_path / METRICS).unlink()
-    with pytest.raises(KssError, match="spans 4 steps and this run's 8"):
+    with pytest.raises(KssError, match="finished 1-epoch run whose learning-rate schedule spans its own steps") as info:
+        run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)  # refused before any training starts
+    assert "\n" not in str(info.value) and len(list((tmp_path / "csv").glob("version_*"))) == 1
+    (tmp_path / METRICS).unlink()  # as if interrupted: the checkpoint's schedule is compared
+    with pytest.raises(KssError, match="spans 4 optimizer steps and this run has 8"):
         run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)
     assert run_train(train_cfg(*base), tmp_path)["epochs"] == 1  # the same length resumes (here: finished)
 
@@ -204,6 +204,7 @@ def test_search_leaves_the_training_random_state_alone(compose_cfg, tmp_path):
         (["trainer.sync_batchnorm=true"], "needs GPUs"),
         (["model.compile=maybe"], "model.compile must be auto, true or false"),
         (["scheduler=cosine_steps", "scheduler.interval=batch"], "scheduler.interval must be epoch or step"),
+        (["scheduler=cosine", "scheduler.T_max=null"], "needs scheduler.interval=step"),
     ],
 )
 def test_bad_training_input(train_cfg, tmp_path, overrides, message):
@@ -266,20 +267,29 @@ def test_cosine_anneals_to_a_hundredth_of_the_learning_rate(compose_cfg):
     assert compose_cfg("optimizer.lr=0.5", config_name="train").scheduler.eta_min == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("scheduler, steps_per_epoch, end", [
-    ("cosine", 5, 1.0),  # per epoch, T_max = max_epochs = 1: no decay within the one epoch
-    ("cosine_steps", 5, 0.01),  # per step over the run's 5 steps: annealed to its end
-])
-def test_a_one_epoch_run_anneals_only_when_stepped_per_step(compose_cfg, scheduler, steps_per_epoch, end):
+@pytest.mark.parametrize("scheduler", ["cosine", "cosine_steps"])
+def test_a_one_epoch_run_anneals_only_when_stepped_per_step(compose_cfg, scheduler):
+    """One epoch of 5 steps, scheduled as Lightning does: per step, or once at the epoch's end."""
     cfg = compose_cfg(f"scheduler={scheduler}", "trainer.max_epochs=1", "optimizer=sgd", config_name="train")
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
-    entry = lr_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True), optimizer, lambda: steps_per_epoch)
-    assert entry["interval"] == ("step" if scheduler == "cosine_steps" else "epoch")
-    for _ in range(steps_per_epoch):  # what Lightning does within the epoch
+    entry = lr_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True), optimizer, lambda: 5)
+    used = []
+    for _ in range(5):
+        used.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         if entry["interval"] == "step":
             entry["scheduler"].step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(end * cfg.optimizer.lr)
+    if entry["interval"] == "epoch":
+        entry["scheduler"].step()
+    peak, end = cfg.optimizer.lr, cfg.scheduler.eta_min
+    if scheduler == "cosine":  # T_max = 1 epoch: every step of it at the peak
+        assert used == [peak] * 5
+    else:  # decays within the epoch, to eta_min at its end
+        assert used[0] == peak and all(a > b for a, b in zip(used, used[1:]))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(end)
+    with pytest.raises(KssError, match="has no end"):  # max_epochs=-1: never decaying is refused
+        lr_scheduler({**OmegaConf.to_container(cfg.scheduler, resolve=True), "interval": "step", "T_max": None},
+                     optimizer, lambda: float("inf"))
 
 
 def test_every_config_option_instantiates(compose_cfg):
