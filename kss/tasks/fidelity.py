@@ -65,10 +65,10 @@ def batches_per_epoch(cfg: DictConfig) -> int:
 
 
 def budget_schedule(cfg: DictConfig) -> dict:
-    """Overrides that anneal a cosine schedule per step over a budget's own steps. Stepped per epoch
-    (scheduler=cosine, SNASNet's), it does not decay at all within a one-epoch budget (T_max = 1: the
-    learning rate stays at its peak, and one run's final accuracy scatters with the last batches) and ends
-    a 3-epoch budget at a quarter of it. Other schedules are left as they are."""
+    """Overrides that anneal a cosine schedule per step over a budget's own steps, so every budget ends
+    annealed as a full training does. Stepped per epoch (scheduler=cosine, SNASNet's), it does not decay at
+    all within a one-epoch budget (T_max = 1: the learning rate stays at its peak) and ends a 3-epoch
+    budget at a quarter of it. Other schedules are left as they are."""
     scheduler = cfg.get("scheduler") or {}
     if str(scheduler.get("_target_", "")).endswith("CosineAnnealingLR") and scheduler.get("interval", "epoch") == "epoch":
         return {"scheduler.interval": "step", "scheduler.T_max": None}
