@@ -136,15 +136,25 @@ def summarise(args) -> None:
         sd = f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
         mean = f"{100 * statistics.mean(accs):.2f}%" if accs else "-"
         lines.append(f"| {s} | {len(accs)} | {mean} | {sd} |")
-    base = {r["seed"]: r["test_acc"] for r in rows if r["kernel_set"] == args.sets[0]}
-    if base and len(args.sets) > 1:  # each set against the first on the seeds both have finished
+    first = {r["seed"]: r for r in rows if r["kernel_set"] == args.sets[0]}
+    if first and len(args.sets) > 1:  # each set against the first on the seeds both have finished
         lines += ["", f"Paired differences against {args.sets[0]} (same seed), test accuracy points:"]
         for s in args.sets[1:]:
-            diffs = {r["seed"]: 100 * (r["test_acc"] - base[r["seed"]]) for r in rows
-                     if r["kernel_set"] == s and r["seed"] in base}
-            per_seed = ", ".join(f"seed {k}: {d:+.2f}" for k, d in sorted(diffs.items()))
-            paired = f"{per_seed} (mean {statistics.mean(diffs.values()):+.2f})" if diffs else "no common seed yet"
-            lines.append(f"- {s} - {args.sets[0]}: {paired}")
+            pairs = sorted((r["seed"], r, first[r["seed"]]) for r in rows if r["kernel_set"] == s and r["seed"] in first)
+            if not pairs:
+                lines.append(f"- {s} - {args.sets[0]}: no common seed yet")
+                continue
+            diffs = [100 * (r["test_acc"] - b["test_acc"]) for _, r, b in pairs]
+            line = ", ".join(f"seed {seed}: {d:+.2f}" for (seed, _, _), d in zip(pairs, diffs))
+            line += f" (mean {statistics.mean(diffs):+.2f}"
+            if len(pairs) >= 2:
+                from kss.study.stats import paired_difference  # scipy's paired t-test
+
+                t = paired_difference([r["test_acc"] for _, r, _ in pairs], [b["test_acc"] for _, _, b in pairs])
+                line += f", sd {100 * t['std_diff']:.2f}, paired t-test p = {t['p_value']:.2g}"
+            ratios = [r["energy_uj"] / b["energy_uj"] for _, r, b in pairs if r["energy_uj"] and b["energy_uj"]]
+            line += ")" + (f"; energy per image {statistics.mean(ratios):.1f}x" if ratios else "")
+            lines.append(f"- {s} - {args.sets[0]}: {line}")
     remaining = [f"{s} seed {seed}" for seed in args.seeds for s in args.sets
                  if not any(r["kernel_set"] == s and r["seed"] == seed for r in rows)]
     lines += ["", "Remaining: " + (", ".join(remaining) if remaining else "none"),

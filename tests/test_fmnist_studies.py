@@ -237,3 +237,22 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     final = a.out / fs.STUDIES["select"] / "final" / "halving_seed0" / "metrics.json"
     write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
     assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)
+
+
+def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):
+    import argparse
+
+    kernel = load("kernel_study")
+    a = argparse.Namespace(results=tmp_path, out=tmp_path / "out", sets=["set1", "set3"], seeds=[0, 1, 2], epochs=2,
+                           iters=10)
+    accs = {("set1", 0): 0.80, ("set1", 1): 0.84, ("set1", 2): 0.82, ("set3", 0): 0.81, ("set3", 1): 0.86}
+    for (kernel_set, seed), acc in accs.items():
+        write(tmp_path / kernel.train_dir(a, kernel_set, seed).name / "metrics.json",
+              finished_training(acc + 0.01, seed) | {"energy_uj": 3.0 if kernel_set == "set3" else 1.0,
+                                                     "search_score": -100.0, "train_seconds": 60.0, "epochs": 2})
+    kernel.summarise(a)
+    text = (tmp_path / "summary.md").read_text()
+    # set3 - set1 on seeds 0 and 1 only (set3 seed 2 unfinished): +1 and +2 points
+    assert "- set3 - set1: seed 0: +1.00, seed 1: +2.00 (mean +1.50, sd 0.71, paired t-test p = 0.2" in text
+    assert "energy per image 3.0x" in text and "Remaining: set3 seed 2" in text
+    assert "0.51x its peak in the last epoch of 2" in text
