@@ -81,7 +81,8 @@ def budget_job(cfg: DictConfig, genotype_file: Path, kernels, seed: int, epochs:
     end, validation only (the test split stays unseen)."""
     return C.job_config(cfg, **{
         "kernel_set.kernels": list(kernels), "genotype": str(genotype_file), "seed": seed,
-        "trainer.max_epochs": epochs, "trainer.limit_train_batches": fraction, "test": False,
+        # a float: Lightning reads an int as a number of batches (proxy.train_fraction=1 would be one batch)
+        "trainer.max_epochs": epochs, "trainer.limit_train_batches": float(fraction), "test": False,
         "search_only": False, "wandb.group": group, **budget_schedule(cfg),
     })
 

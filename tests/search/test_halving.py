@@ -372,6 +372,8 @@ def test_a_budget_anneals_a_cosine_schedule_per_step_and_leaves_other_schedules(
     job = budget_job(compose_cfg("scheduler=cosine", config_name="train"), Path("g.json"), [1, 3], 0, 1, 0.3)
     assert job.scheduler.interval == "step" and job.scheduler.T_max is None
     assert job.trainer.limit_train_batches == 0.3 and job.test is False
+    whole = budget_job(compose_cfg(config_name="train"), Path("g.json"), [1, 3], 0, 1, 1)  # "train_fraction=1"
+    assert isinstance(whole.trainer.limit_train_batches, float)  # the whole split, not one batch
     steps = compose_cfg("scheduler=cosine_steps", config_name="train")
     assert budget_job(steps, Path("g.json"), [1, 3], 0, 1, 0.3).scheduler == steps.scheduler
     assert not budget_job(compose_cfg("scheduler=none", config_name="train"), Path("g.json"), [1, 3], 0, 1, 0.3).scheduler
