@@ -465,6 +465,7 @@ def collect_metrics(cfg, out_dir, module, trainer, checkpoint, test, train_secon
         "best_val_acc": float(best_val) if best_val is not None else None,
         "epochs": trainer.current_epoch,
         "max_epochs": cfg.trainer.max_epochs,
+        "optimizer_steps": trainer.global_step,  # what a per-step schedule (T_max: null) spans
         "params": params,
         **memory_bytes(params),
         "genotype": module.hparams.genotype,

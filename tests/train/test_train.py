@@ -166,7 +166,7 @@ def test_a_per_step_schedule_is_not_stretched_over_a_longer_run(train_cfg, tmp_p
     """cosine_steps' settings do not name the run's length (T_max: null), so the checkpoint's schedule is
     compared: extending the run, or resuming it longer, would start the cosine climbing again."""
     base = ["genotype=snasnet_cifar10", "model.cell_type=backward", "scheduler=cosine_steps"]
-    run_train(train_cfg(*base), tmp_path)
+    assert run_train(train_cfg(*base), tmp_path)["optimizer_steps"] == 4  # 64 training images, batch 16
     with pytest.raises(KssError, match="finished 1-epoch run whose learning-rate schedule spans its own steps") as info:
         run_train(train_cfg(*base, "trainer.max_epochs=2"), tmp_path)  # refused before any training starts
     assert "\n" not in str(info.value) and len(list((tmp_path / "csv").glob("version_*"))) == 1
