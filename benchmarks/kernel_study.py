@@ -120,8 +120,9 @@ def summarise(args) -> None:
              "",
              f"Each set's winner of one {args.iters}-candidate search (seed 0), trained with seeds "
              f"{', '.join(map(str, args.seeds))}, the preset's schedule (cosine stepped per epoch, SNASNet's: the "
-             f"learning rate is {last_epoch_lr(args.epochs):.2f}x its peak in the last epoch of {args.epochs}). Test accuracy of the best-validation "
-             "checkpoint; energy per test image of the trained network (kss.space.cost, 45 nm table).",
+             f"learning rate is {last_epoch_lr(args.epochs):.2f}x its peak in the last epoch of {args.epochs}). "
+             "Test accuracy of the best-validation checkpoint; energy per test image of the trained network "
+             "(kss.space.cost, 45 nm table).",
              "",
              "| kernel set | seed | test acc | best val acc | params | energy (uJ/image) | R | train s |",
              "|---|---|---|---|---|---|---|---|"]

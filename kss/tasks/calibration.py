@@ -11,8 +11,8 @@ study there. Validation accuracy only (test=false).
 
 Files: calibration.json and calibration.md in the study's folder; calibration_so_far.json/.md as each
 budget finishes (budgets run cheapest first, so a `cheapest` there is already final: the study can start
-while the longer budgets still train); the searches, picks and trainings under calibration/ (every step resumable: a rerun reports
-finished trainings from their metrics.json).
+while the longer budgets still train); the searches, picks and trainings under calibration/ (every step
+resumable: a rerun reports finished trainings from their metrics.json).
 """
 
 from __future__ import annotations
@@ -190,9 +190,9 @@ def run_calibration(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -
                 "host": platform.node()}
 
     def so_far(rows: list[dict]) -> None:  # a long calibration shows its cheap budgets while the long ones train
-        pending = settings["budgets"][len(rows):]
-        write_json(out_dir / f"{SO_FAR}.json", result_of(rows) | {"pending": pending})
-        (out_dir / f"{SO_FAR}.md").write_text(calibration_markdown(result_of(rows), pending))
+        pending, partial = settings["budgets"][len(rows):], result_of(rows)
+        write_json(out_dir / f"{SO_FAR}.json", partial | {"pending": pending})
+        (out_dir / f"{SO_FAR}.md").write_text(calibration_markdown(partial, pending))
 
     result = result_of(measure(cfg, out_dir, archs, settings, on_budget=so_far))
     write_json(out_dir / "calibration.json", result)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from kss import config as C
 from kss.errors import Interrupted, KssError
 from kss.space.genotype import Genotype, check_fits, load_genotype, sample_genotype
-from kss.train.module import SpikingClassifier
+from kss.train.module import SpikingClassifier, spans_the_run
 from kss.space.params import count_params, memory_bytes
 from kss.runlock import run_lock
 from kss.cli import checked
@@ -295,7 +295,7 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
                     "scheduler.interval=step)") if "scheduler" in changed else ""
             raise KssError(f"{out_dir} holds a finished run with other settings ({', '.join(changed)} differ{hint}); "
                            "pass hydra.run.dir=<new dir>")
-        if metrics.get("max_epochs") != cfg.trainer.max_epochs and per_step_over_the_run(cfg):
+        if metrics.get("max_epochs") != cfg.trainer.max_epochs and spans_the_run(cfg.scheduler):
             raise KssError(f"{out_dir} holds a finished {metrics.get('max_epochs')}-epoch run whose learning-rate "
                            f"schedule spans its own steps; {cfg.trainer.max_epochs} epochs is another schedule: "
                            "pass hydra.run.dir=<new dir>")
@@ -304,12 +304,6 @@ def run_train(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
             return metrics
     with run_lock(out_dir, cfg.get("lock_wait", False)):
         return _train(cfg, out_dir, done)
-
-
-def per_step_over_the_run(cfg: DictConfig) -> bool:
-    """A schedule stepped per optimizer step over the whole run (scheduler.interval=step, T_max=null)."""
-    scheduler = cfg.scheduler or {}
-    return scheduler.get("interval") == "step" and "T_max" in scheduler and scheduler.T_max is None
 
 
 def same_architecture(cfg: DictConfig, metrics: dict) -> bool:

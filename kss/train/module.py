@@ -23,13 +23,21 @@ from kss.space.network import ModelSpec, build_network
 from kss.space.neurons import NeuronSpec
 
 
+def spans_the_run(scheduler) -> bool:
+    """A scheduler config stepped per optimizer step over the whole run (interval=step, T_max: null): its
+    length is the run's, which the settings do not name."""
+    scheduler = scheduler or {}
+    return scheduler.get("interval") == "step" and "T_max" in scheduler and scheduler["T_max"] is None
+
+
 def lr_scheduler(settings: dict, optimizer, run_steps) -> dict:
     """Lightning's lr_scheduler entry for a scheduler config (`_partial_: true`). `interval` (epoch, the
     default, or step) is ours, not the scheduler's: Lightning steps it. With interval=step, `T_max: null`
     is the whole run in optimizer steps, `run_steps()` (asked only then: it needs the trainer)."""
+    over_the_run = spans_the_run(settings)
     settings = dict(settings)
     interval = settings.pop("interval", "epoch")
-    if interval == "step" and "T_max" in settings and settings["T_max"] is None:
+    if over_the_run:
         settings["T_max"] = run_steps()
         if not math.isfinite(settings["T_max"]):  # max_epochs=-1 without max_steps: the LR would never decay
             raise KssError("scheduler.T_max=null spans the run's steps, and this run has no end: set "
@@ -160,8 +168,7 @@ class SpikingClassifier(L.LightningModule):
     def on_train_start(self):
         # A schedule over the run's steps (T_max: null) is not named by the settings, so a resumed run's
         # (restored from the checkpoint by now, whatever the strategy) is compared with this run's length.
-        scheduler = self.hparams.scheduler or {}
-        if scheduler.get("interval") == "step" and "T_max" in scheduler and scheduler["T_max"] is None:
+        if spans_the_run(self.hparams.scheduler):
             spans, steps = self.lr_schedulers().T_max, self.trainer.estimated_stepping_batches
             if spans != steps:
                 raise KssError(f"the checkpoint's learning-rate schedule spans {spans} optimizer steps and this run "
