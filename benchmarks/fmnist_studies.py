@@ -34,8 +34,9 @@ import keep  # benchmarks/keep.py, beside this script
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {"calibrate": "fmnist_calibration", "proxy": "fmnist_proxy60", "select": "fmnist_selection"}
 SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.jsonl", "picks.json", "calibration.json",
-         "calibration.md", "calibration_so_far.md", "calibration_so_far.json", "proxy.json", "proxy.md", "proxy.csv",
-         "halving.md", "selection.json", "selection.md")
+         "calibration.md", "calibration.png", "calibration_so_far.md", "calibration_so_far.json", "calibration_so_far.png",
+         "proxy.json", "proxy.md", "proxy.csv", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "halving.md",
+         "selection.json", "selection.md")
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
 SYNC_SECONDS = 60
 

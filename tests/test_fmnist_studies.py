@@ -63,15 +63,18 @@ def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwr
     with sqlite3.connect(out / "halving" / "study.db") as db:
         db.execute("create table trials (number int)")
         db.execute("insert into trials values (7)")
-    assert fs.save(out, docs) == 4 and fs.save(out, docs) == 0  # unchanged files are not copied again
+    (out / "calibration_so_far.png").write_bytes(b"\x89PNG plot")  # the plots go with their tables
+    (out / "train" / "a" / "csv" / "curves.png").write_bytes(b"\x89PNG")  # not a study's plot
+    assert fs.save(out, docs) == 5 and fs.save(out, docs) == 0  # unchanged files are not copied again
     kept = sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file())
-    assert kept == ["halving/genotypes/3.json", "halving/search.json", "halving/study.db", "train/a/metrics.json"]
+    assert kept == ["calibration_so_far.png", "halving/genotypes/3.json", "halving/search.json", "halving/study.db",
+                    "train/a/metrics.json"]
     with sqlite3.connect(docs / "halving" / "study.db") as db:
         assert db.execute("select number from trials").fetchall() == [(7,)]
 
     fresh = tmp_path / "new_machine" / "study"
     write(fresh / "halving" / "search.json", {"best_index": 9})  # a local file is never overwritten
-    assert fs.restore(docs, fresh) == 3
+    assert fs.restore(docs, fresh) == 4
     assert fs.save(fresh, docs) == 1  # only the local search.json goes back: restored records keep their times
     assert json.loads((fresh / "train" / "a" / "metrics.json").read_text())["best_val_acc"] == 0.5
     assert json.loads((fresh / "halving" / "search.json").read_text())["best_index"] == 9

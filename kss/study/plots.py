@@ -191,3 +191,44 @@ def plot_regret(path: Path, curves: dict, budget: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_calibration(path: Path, result: dict) -> Path:
+    """The budget calibration at a glance: reliability per budget (95% BCa bars, the target dashed) and each
+    architecture's first seed against its second (the closer to the diagonal, the more one run says)."""
+    rows, target = result["budgets"], result["settings"]["target"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.9))
+    accs = [100 * a for row in rows for runs in row["val_acc"].values() for a in runs[:2] if a is not None]
+    for i, row in enumerate(rows):
+        colour = f"C{i}"
+        if row["reliability"] is not None:
+            low, high = row["reliability_ci"]
+            bars = None if low is None or high is None else [[row["reliability"] - low], [high - row["reliability"]]]
+            left.errorbar([row["budget_epochs"]], [row["reliability"]], yerr=bars, fmt="o", color=colour, capsize=4)
+        pairs = [runs[:2] for runs in row["val_acc"].values() if len(runs) >= 2]
+        right.scatter([100 * a for a, _ in pairs], [100 * b for _, b in pairs], s=18, color=colour,
+                      label=f"{row['budget_epochs']:g} epoch(s)")
+    left.axhline(target, color="grey", ls="--", lw=0.8, label=f"target {target:g}")
+    left.set_xscale("log")
+    left.set_xticks([r["budget_epochs"] for r in rows], [f"{r['budget_epochs']:g}" for r in rows])
+    left.minorticks_off()
+    left.set_xlabel("training budget (epochs)")
+    left.set_ylabel("single-run reliability")
+    lows = [r["reliability_ci"][0] for r in rows if r["reliability_ci"][0] is not None]
+    left.set_ylim(max(-1.0, min([-0.1, *lows])), 1.02)  # a wild lower bound (few archs) would flatten the rest
+    left.legend(fontsize=7)
+    if accs:
+        pad = max(0.5, 0.05 * (max(accs) - min(accs)))
+        lo, hi = min(accs) - pad, max(accs) + pad
+        right.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal")
+        right.set_xlim(lo, hi)
+        right.set_ylim(lo, hi)
+        right.set_aspect("equal")
+    right.set_xlabel("validation accuracy, first seed (%)")
+    right.set_ylabel("second seed (%)")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    s = result["settings"]
+    fig.suptitle(f"budget calibration: {s['archs']} architectures x {s['seeds']} seeds ({s['dataset']})", fontsize=9)
+    return _save(fig, path)

@@ -9,10 +9,11 @@ architecture spreads, the tau ceiling it implies, and what the trainings cost on
 cheapest budget whose reliability reaches `proxy.calibration.target` (0.7), and the overrides that run the
 study there. Validation accuracy only (test=false).
 
-Files: calibration.json and calibration.md in the study's folder; calibration_so_far.json/.md as each
-budget finishes (budgets run cheapest first, so a `cheapest` there is already final: the study can start
-while the longer budgets still train); the searches, picks and trainings under calibration/ (every step
-resumable: a rerun reports finished trainings from their metrics.json).
+Files: calibration.json/.md/.png (the plot: reliability per budget, seed against seed) in the study's
+folder; calibration_so_far.json/.md/.png as each budget finishes (budgets run cheapest first, so a
+`cheapest` there is already final: the study can start while the longer budgets still train); the
+searches, picks and trainings under calibration/ (every step resumable: a rerun reports finished
+trainings from their metrics.json).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kss.cli import checked
 from kss.errors import KssError
 from kss.io import write_json
 from kss.search.setup import check_batch_fits
+from kss.study.plots import plot_calibration
 from kss.study.proxy import PICKS, genotype_key, spread
 from kss.study.stats import attenuation_ceiling, reliability
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
@@ -193,10 +195,12 @@ def run_calibration(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -
         pending, partial = settings["budgets"][len(rows):], result_of(rows)
         write_json(out_dir / f"{SO_FAR}.json", partial | {"pending": pending})
         (out_dir / f"{SO_FAR}.md").write_text(calibration_markdown(partial, pending))
+        plot_calibration(out_dir / f"{SO_FAR}.png", partial)
 
     result = result_of(measure(cfg, out_dir, archs, settings, on_budget=so_far))
     write_json(out_dir / "calibration.json", result)
     (out_dir / "calibration.md").write_text(calibration_markdown(result))
+    plot_calibration(out_dir / "calibration.png", result)
     c = result["cheapest"]
     log.info("calibration: %s", f"cheapest budget with reliability >= {settings['target']:g}: {c['budget_epochs']:g} "
              f"epoch(s) ({c['overrides']})" if c else f"no budget reached reliability {settings['target']:g}")

@@ -285,6 +285,7 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
         if budget == 1 and not so_far:
             so_far.append((tmp_path / "calibration_so_far.md").read_text())
             so_far.append(json.loads((tmp_path / "calibration_so_far.json").read_text()))
+            so_far.append((tmp_path / "calibration_so_far.png").read_bytes())
         arch = int(np.random.default_rng([zlib.crc32(Path(genotype_file).stem.encode())]).integers(10))
         noise = np.random.default_rng([seed, arch, int(budget * 100)]).normal()
         acc = 0.5 + (0.003 if budget < 1 else 0.01) * arch + (0.1 if budget < 1 else 0.002) * noise
@@ -305,6 +306,8 @@ def test_calibration_finds_the_cheapest_reliable_budget(compose_cfg, tmp_path, m
     assert (tmp_path / "calibration_so_far.md").read_text() == text  # once finished, the same table
     final = json.loads((tmp_path / "calibration_so_far.json").read_text())
     assert final["cheapest"] == result["cheapest"] and final["pending"] == []
+    png = (tmp_path / "calibration.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and so_far[2].startswith(b"\x89PNG") and so_far[2] != png  # one budget, then two
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -400,3 +403,19 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
     assert len(calls) == 6 + 4 * 2 and result["reliability"]["seeds"] == [3] * result["reliability"]["replicated"]
     with pytest.raises(KssError, match="seed_archs must be >= 2"):
         kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
+
+
+def test_calibration_plot_draws_partial_and_failed_budgets(tmp_path):
+    """A budget whose reliability could not be computed, one with a wild interval and an architecture with one
+    finished run are drawn (or skipped) without error; the seed panel spans the accuracies."""
+    from kss.study.plots import plot_calibration
+
+    def row(budget, rel, ci, val_acc):
+        return {"budget_epochs": budget, "reliability": rel, "reliability_ci": ci, "val_acc": val_acc}
+
+    result = {"settings": {"target": 0.7, "archs": 3, "seeds": 2, "dataset": "synthetic"},
+              "budgets": [row(0.3, None, [None, None], {"a": [0.5]}),
+                          row(1.0, -0.9, [-16.5, 0.96], {"a": [0.7, 0.6], "b": [0.71, 0.72], "c": [0.8]}),
+                          row(3.0, 0.8, [0.6, 0.9], {"a": [0.9, 0.88], "b": [0.86, 0.87]})]}
+    path = plot_calibration(tmp_path / "calibration.png", result)
+    assert path.read_bytes().startswith(b"\x89PNG")
