@@ -38,7 +38,7 @@ from kss.search.records import SETTLE_SECONDS, record_settings
 from kss.search.score import check_precision
 from kss.search.setup import use_fused
 from kss.search.strategies import MEMORY, STUDY, open_storage, shown
-from kss.space.genotype import FORWARD_EDGES, NODES, Genotype, op_names, prune
+from kss.space.genotype import FORWARD_EDGES, NODES, Genotype, genotype_key, op_names, prune
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,6 @@ def genotype_from_params(params: dict, cell_type: str) -> Genotype:
             a, b = (j, i) if params[f"{i}-{j} direction"] == "feedback" else (i, j)
             ops[a][b] = params[f"{i}-{j}"]
     return Genotype(cell_type, tuple(tuple(row) for row in prune(ops, cell_type)))
-
-
-def genotype_key(genotype_json: dict) -> str:
-    return json.dumps(genotype_json, sort_keys=True)
 
 
 def set_constraints(trial, setup, record: dict) -> None:

@@ -83,6 +83,12 @@ class Genotype:
         return " ".join(f"{i}->{j}:{op}" for i, j, op in self.edges())
 
 
+def genotype_key(genotype: dict) -> str:
+    """One string per architecture (a genotype's JSON, normalised): the same cell drawn twice, in two kernel
+    sets or twice in one, gives the same key."""
+    return json.dumps(Genotype.from_json(genotype).to_json(), sort_keys=True)
+
+
 def prune(ops: list[list[str]], cell_type: str) -> list[list[str]]:
     """Zero every edge touching a node that the input cannot reach or that cannot reach the output."""
     live_edges = [(i, j) for i, j in cell_edges(cell_type) if ops[i][j] != "zero"]

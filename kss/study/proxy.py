@@ -24,7 +24,7 @@ import numpy as np
 
 from kss.errors import KssError
 from kss.io import write_json
-from kss.space.genotype import Genotype, conv_kernel
+from kss.space.genotype import Genotype, conv_kernel, genotype_key
 from kss.study.plots import plot_proxy, plot_regret
 from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse_duplicates, partial_kendall,
                              random_regret, rank_correlations, regret_curve, reliability, tau_difference)
@@ -42,13 +42,18 @@ def spread(items: list[dict], n: int, key: str) -> list[dict]:
 
 
 def pick_spread(records: list[dict], n: int) -> list[dict]:
-    """n distinct scored candidates at evenly spaced score ranks: the lowest, ..., the best."""
+    """n distinct architectures at evenly spaced score ranks: the lowest, ..., the best. A genotype the search
+    drew more than once counts once, with its first draw's score (not its best, which would favour it)."""
     scored = [r for r in records if r["status"] == "scored"]
     if not scored:
         raise KssError("the search scored no candidate (all over budget or non-finite); raise budget.max_params or iters")
-    if n > len(scored):
-        raise KssError(f"per_set={n} but the search scored only {len(scored)} candidates; raise iters or lower per_set")
-    return spread(scored, n, "score")
+    first_draws = {}
+    for record in sorted(scored, key=lambda r: r["index"]):
+        first_draws.setdefault(genotype_key(record["genotype"]), record)
+    if n > len(first_draws):
+        raise KssError(f"per_set={n} but the search scored only {len(first_draws)} distinct architectures "
+                       f"({len(scored)} candidates); raise iters or lower per_set")
+    return spread(list(first_draws.values()), n, "score")
 
 
 def seed_noise_rows(rows: list[dict], seed_archs: int) -> list[tuple[str, dict]]:
@@ -59,12 +64,6 @@ def seed_noise_rows(rows: list[dict], seed_archs: int) -> list[tuple[str, dict]]
     rest = [r for r in by_score if all(r is not row for _, row in noisy)]
     extra = max(0, min(seed_archs, len(rows)) - 2)
     return noisy + [(f"spread_{i}", row) for i, row in enumerate(spread(rest, extra, "hamming") if extra else [])]
-
-
-def genotype_key(genotype: dict) -> str:
-    """One string per architecture: the same cell drawn twice (in two kernel sets, or twice in one)
-    gives the same key."""
-    return json.dumps(Genotype.from_json(genotype).to_json(), sort_keys=True)
 
 
 def conv_edges(genotype: dict) -> int:

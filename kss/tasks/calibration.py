@@ -32,8 +32,9 @@ from kss.cli import checked
 from kss.errors import KssError
 from kss.io import write_json
 from kss.search.setup import check_batch_fits
+from kss.space.genotype import genotype_key
 from kss.study.plots import plot_calibration
-from kss.study.proxy import PICKS, genotype_key, spread
+from kss.study.proxy import PICKS, spread
 from kss.study.stats import attenuation_ceiling, reliability
 from kss.tasks.fidelity import (batches_per_epoch, budget_tag, check_budget_fits, check_budgets, epochs_and_fraction,
                                 train_at_budget)

@@ -50,7 +50,7 @@ from kss.runlock import run_lock
 from kss.search.candidate import candidate_rngs
 from kss.search.records import CANDIDATES, SUMMARY, read_candidates
 from kss.search.strategies import open_storage, shown
-from kss.space.genotype import Genotype, check_fits, sample_genotype
+from kss.space.genotype import Genotype, check_fits, genotype_key, sample_genotype
 from kss.space.params import count_params, memory_bytes
 from kss.tasks.search import refuse_shards, search_wandb_run
 from kss.tasks.train import check_training_config, run_settings
@@ -107,17 +107,13 @@ def check_halving(cfg: DictConfig) -> HalvingSetup:
                         storage=search.get("storage"))
 
 
-def _key(genotype: dict) -> str:
-    return json.dumps(Genotype.from_json(genotype).to_json(), sort_keys=True)
-
-
 def random_pool(n: int, seed: int, kernels, spec, neuron, max_params) -> list[dict]:
     """The first n distinct, within-budget genotypes of SNASNet's sampler, candidate i drawn from (seed, i)."""
     pool, seen = [], set()
     for index in range(n * DRAWS_PER_CANDIDATE):
         genotype = sample_genotype(candidate_rngs(seed, index)[0], kernels, spec.cell_type)
         params = count_params(genotype, spec, neuron)
-        key = _key(genotype.to_json())
+        key = genotype_key(genotype.to_json())
         if key in seen or max_params is not None and params > max_params:
             continue
         seen.add(key)
@@ -144,7 +140,7 @@ def prefiltered_pool(source: str, n: int, kernels, spec, neuron) -> list[dict]:
     ranked = sorted((r for r in records if r.get("status") == "scored"), key=lambda r: (-r["score"], r["index"]))
     pool, seen = [], set()
     for record in ranked:
-        key = _key(record["genotype"])
+        key = genotype_key(record["genotype"])
         if key in seen:
             continue
         genotype = Genotype.from_json(record["genotype"])

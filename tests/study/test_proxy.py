@@ -41,9 +41,18 @@ def test_paired_difference_against_the_seed_spread():
         paired_difference([0.9], [0.8])
 
 
-def records(scores):
-    return [{"index": i, "status": "scored" if s is not None else "over_budget", "score": s}
-            for i, s in enumerate(scores)]
+def genotypes():
+    """Distinct forward-cell genotypes, one per op combination of the 6 edges."""
+    edges = ("0->1", "0->2", "1->2", "0->3", "1->3", "2->3")
+    for ops in itertools.product(("skip", "conv3", "conv5", "avgpool3", "zero"), repeat=len(edges)):
+        yield {"cell_type": "forward", "edges": dict(zip(edges, ops))}
+
+
+def records(scores, genotype_of=None):
+    """Search records; genotype_of[i] = j gives candidate i candidate j's genotype (a repeated draw)."""
+    cells = list(itertools.islice(genotypes(), len(scores)))
+    return [{"index": i, "status": "scored" if s is not None else "over_budget", "score": s,
+             "genotype": cells[(genotype_of or {}).get(i, i)]} for i, s in enumerate(scores)]
 
 
 def test_picks_are_distinct_and_cover_the_score_range():
@@ -57,10 +66,20 @@ def test_picks_are_distinct_and_cover_the_score_range():
     assert len(pick_spread(records([1.0, 2.0, 3.0]), 3)) == 3
 
 
+def test_a_genotype_drawn_twice_is_picked_once_with_its_first_score():
+    """Candidates 3 and 5 repeat candidate 1's genotype, 5 with the best score of all: the picks are distinct
+    architectures, and the repeat's luckier initialisation does not make it the best-scored pick."""
+    scores = [0.1, 0.5, 0.2, 0.6, 0.3, 9.0, 0.4]
+    picks = pick_spread(records(scores, {3: 1, 5: 1}), 5)
+    assert [p["index"] for p in picks] == [0, 2, 4, 6, 1]  # score order: 0.1, 0.2, 0.3, 0.4, 0.5
+    with pytest.raises(KssError, match=r"only 5 distinct architectures \(7 candidates\)"):
+        pick_spread(records(scores, {3: 1, 5: 1}), 6)
+
+
 def test_bad_picks():
     with pytest.raises(KssError, match="scored no candidate"):
         pick_spread(records([None, None]), 2)
-    with pytest.raises(KssError, match="scored only 2 candidates"):
+    with pytest.raises(KssError, match=r"scored only 2 distinct architectures \(2 candidates\)"):
         pick_spread(records([1.0, 2.0]), 3)
 
 
