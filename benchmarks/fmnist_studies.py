@@ -314,31 +314,43 @@ def planned_epochs(args, preset: dict, study: str) -> float | None:
     return halving + len(METHODS) * len(preset["seeds"]) * overrides(preset["final"])["trainer.max_epochs"]
 
 
-def trained(folder: Path) -> tuple[float, float]:
-    """(epochs, seconds) of the finished trainings under `folder`. A fractional budget's run is named by
+def trainings(folder: Path) -> list[tuple[float, float]]:
+    """(epochs, seconds) of each finished training under `folder`. A fractional budget's run is named by
     kss.tasks.fidelity.budget_tag (`_e1_f0.3`: one epoch on 30% of the batches)."""
-    epochs = seconds = 0.0
+    done = []
     for path in folder.rglob("metrics.json"):
         m = json.loads(path.read_text())
         if m.get("train_seconds") is None:
             continue
         tag = re.search(r"_e(\d+)_f([\d.]+)", path.parent.name)
-        epochs += int(tag[1]) * float(tag[2]) if tag else m["epochs"]
-        seconds += m["train_seconds"]
-    return epochs, seconds
+        done.append((int(tag[1]) * float(tag[2]) if tag else m["epochs"], m["train_seconds"]))
+    return done
+
+
+def trained(folder: Path) -> tuple[float, float]:
+    """(epochs, seconds) of the finished trainings under `folder`, in all."""
+    done = trainings(folder)
+    return sum(e for e, _ in done), sum(s for _, s in done)
+
+
+def seconds_per_epoch(folder: Path) -> float | None:
+    """The pace of the trainings of at least one epoch (what is left is mostly those; a short budget's fixed
+    costs, its validation pass and start-up, would overstate it), else of all trainings; None before any."""
+    done = trainings(folder)
+    long = [(e, s) for e, s in done if e >= 1] or done
+    return sum(s for _, s in long) / sum(e for e, _ in long) if long else None
 
 
 def left_line(args, preset: dict, study: str) -> str:
     planned = planned_epochs(args, preset, study)
-    done, seconds = trained(args.out / STUDIES[study])
+    done, _ = trained(args.out / STUDIES[study])
     if planned is None:
         return ""
     line = f"; {done:.1f} of ~{planned:.0f} epochs trained"
-    if done > 0:
-        per_epoch = seconds / done
+    if per_epoch := seconds_per_epoch(args.out / STUDIES[study]):
         line += (f" at {per_epoch / 60:.0f} min per epoch so far: "
-                 f"~{max(planned - done, 0) * per_epoch / 3600:.1f} h left at that pace (rough: a short budget's "
-                 "validation pass and a resumed run's earlier sessions are not counted per epoch)")
+                 f"~{max(planned - done, 0) * per_epoch / 3600:.1f} h left at that pace (rough: the pace of the "
+                 "trainings of >= 1 epoch when there are any; a resumed run's earlier sessions are not counted)")
     return line
 
 

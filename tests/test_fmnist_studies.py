@@ -237,9 +237,14 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     assert fs.trained(a.out / fs.STUDIES["calibrate"]) == (pytest.approx(0.6), 360.0)
     assert fs.left_line(a, preset, "calibrate").startswith("; 0.6 of ~103 epochs trained at 10 min per epoch so far: "
                                                           "~17.1 h left at that pace (rough")
+    write(train / "3x3_5x5_89_e1_f1_seed0" / "metrics.json", {"epochs": 1, "train_seconds": 420.0})
+    assert fs.trained(a.out / fs.STUDIES["calibrate"]) == (pytest.approx(1.6), 780.0)
+    assert fs.seconds_per_epoch(a.out / fs.STUDIES["calibrate"]) == 420.0  # the full epoch's pace, not 780 / 1.6
+    assert "at 7 min per epoch so far: ~11.9 h left" in fs.left_line(a, preset, "calibrate")
     final = a.out / fs.STUDIES["select"] / "final" / "halving_seed0" / "metrics.json"
     write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
     assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)
+    assert fs.seconds_per_epoch(tmp_path / "nothing_yet") is None
 
 
 def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):
