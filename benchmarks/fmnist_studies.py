@@ -338,7 +338,8 @@ def seconds_per_epoch(folder: Path) -> float | None:
     costs, its validation pass and start-up, would overstate it), else of all trainings; None before any."""
     done = trainings(folder)
     long = [(e, s) for e, s in done if e >= 1] or done
-    return sum(s for _, s in long) / sum(e for e, _ in long) if long else None
+    epochs = sum(e for e, _ in long)
+    return sum(s for _, s in long) / epochs if epochs > 0 else None
 
 
 def left_line(args, preset: dict, study: str) -> str:

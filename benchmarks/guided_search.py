@@ -119,7 +119,7 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
 
 
 def genotype_key(record: dict) -> str:
-    # kss.study.proxy.genotype_key without importing torch into this driver: candidates.jsonl holds
+    # kss.space.genotype.genotype_key without importing torch into this driver: candidates.jsonl holds
     # genotypes as Genotype.to_json wrote them (canonical), so their JSON text is the key
     return json.dumps(record["genotype"], sort_keys=True)
 

@@ -245,6 +245,8 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
     assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)
     assert fs.seconds_per_epoch(tmp_path / "nothing_yet") is None
+    write(tmp_path / "stopped" / "run" / "metrics.json", {"epochs": 0, "train_seconds": 30.0})  # stopped in epoch 1
+    assert fs.seconds_per_epoch(tmp_path / "stopped") is None
 
 
 def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):

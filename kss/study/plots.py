@@ -195,7 +195,7 @@ def plot_regret(path: Path, curves: dict, budget: str = "") -> Path:
 
 def plot_calibration(path: Path, result: dict) -> Path:
     """The budget calibration at a glance: reliability per budget (95% BCa bars, the target dashed) and each
-    architecture's first seed against its second (the closer to the diagonal, the more one run says)."""
+    architecture's first finished seed against its second (the closer to the diagonal, the more one run says)."""
     rows, target = result["budgets"], result["settings"]["target"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.9))
     accs = [100 * a for row in rows for runs in row["val_acc"].values() for a in runs[:2] if a is not None]
@@ -203,7 +203,9 @@ def plot_calibration(path: Path, result: dict) -> Path:
         colour = f"C{i}"
         if row["reliability"] is not None:
             low, high = row["reliability_ci"]
-            bars = None if low is None or high is None else [[row["reliability"] - low], [high - row["reliability"]]]
+            # clamped: a BCa interval can exclude its own estimate when the bootstrap is very skewed
+            bars = None if low is None or high is None else [[max(0.0, row["reliability"] - low)],
+                                                            [max(0.0, high - row["reliability"])]]
             left.errorbar([row["budget_epochs"]], [row["reliability"]], yerr=bars, fmt="o", color=colour, capsize=4)
         pairs = [runs[:2] for runs in row["val_acc"].values() if len(runs) >= 2]
         right.scatter([100 * a for a, _ in pairs], [100 * b for _, b in pairs], s=18, color=colour,
@@ -224,8 +226,8 @@ def plot_calibration(path: Path, result: dict) -> Path:
         right.set_xlim(lo, hi)
         right.set_ylim(lo, hi)
         right.set_aspect("equal")
-    right.set_xlabel("validation accuracy, first seed (%)")
-    right.set_ylabel("second seed (%)")
+    right.set_xlabel("validation accuracy, one seed (%)")
+    right.set_ylabel("another seed (%)")
     right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(alpha=0.3)

@@ -26,6 +26,7 @@ from kss.search.candidate import evaluate_candidate
 from kss.search.loop import search
 from kss.search.records import CANDIDATES, read_candidates
 from kss.search.setup import check_batch_fits
+from kss.space.genotype import genotype_key
 from kss.study.proxy import COVARIATES, PICKS, PROXIES, pick_spread, seed_noise_rows, spread, study_statistics, write_outputs
 from kss.tasks.fidelity import budget_job
 from kss.tasks.search import refuse_shards, setup_from_config
@@ -58,6 +59,10 @@ def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> 
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("settings") == settings:
+            repeated = len(saved["picks"]) - len({(p["kernel_set"], genotype_key(p["genotype"])) for p in saved["picks"]})
+            if repeated:  # picked before pick_spread kept one draw per genotype: the statistics collapse them
+                log.warning("%s repeats %d genotype(s) within a kernel set (picked by an earlier rule); the statistics "
+                            "count each architecture once, so n is smaller than the picks", path, repeated)
             return saved["picks"]
         raise KssError(f"{path} holds picks of other settings; pass hydra.run.dir=<new dir> or name=<new name>")
     data = C.data_module(C.job_config(cfg, **{"kernel_set.kernels": kernel_sets[0]}))

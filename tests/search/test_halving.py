@@ -416,6 +416,7 @@ def test_calibration_plot_draws_partial_and_failed_budgets(tmp_path):
     result = {"settings": {"target": 0.7, "archs": 3, "seeds": 2, "dataset": "synthetic"},
               "budgets": [row(0.3, None, [None, None], {"a": [0.5]}),
                           row(1.0, -0.9, [-16.5, 0.96], {"a": [0.7, 0.6], "b": [0.71, 0.72], "c": [0.8]}),
-                          row(3.0, 0.8, [0.6, 0.9], {"a": [0.9, 0.88], "b": [0.86, 0.87]})]}
+                          row(3.0, 0.8, [0.6, 0.9], {"a": [0.9, 0.88], "b": [0.86, 0.87]}),
+                          row(9.0, 0.5, [0.55, 0.9], {"a": [0.9, 0.9]})]}  # a skewed BCa interval excluding its estimate
     path = plot_calibration(tmp_path / "calibration.png", result)
     assert path.read_bytes().startswith(b"\x89PNG")

@@ -238,3 +238,25 @@ def test_the_wandb_run(compose_cfg, tmp_path):
     log_to_wandb(compose_cfg("wandb.mode=offline", "name=unit", config_name="proxy"), tmp_path, rows, result)
     run = next((tmp_path / "wandb").glob("offline-run-*"))
     assert list(run.glob("*.wandb"))  # the run's data: the table, the plots and the summary
+
+
+def test_saved_picks_with_repeated_genotypes_are_kept_with_a_warning(tmp_path, caplog):
+    """A picks.json from the earlier rule (repeated draws picked twice) still resumes its study, and says
+    that n is smaller than the picks."""
+    from omegaconf import OmegaConf
+
+    from kss.tasks.proxy_study import collect_picks
+
+    cfg = OmegaConf.create({"proxy": {"per_set": 3}, "iters": 8, "seed": 0})
+    cells = list(itertools.islice(genotypes(), 2))
+    picks = [{"kernel_set": "set3", "index": i, "genotype": cells[g]} for i, g in enumerate((0, 1, 0))]
+    settings = {"kernel_sets": [[3, 5]], "per_set": 3, "iters": 8, "seed": 0}
+    (tmp_path / "picks.json").write_text(json.dumps({"settings": settings, "picks": picks}))
+    with caplog.at_level("WARNING"):
+        assert collect_picks(cfg, tmp_path, [[3, 5]], "cpu") == picks
+    assert "repeats 1 genotype(s) within a kernel set" in caplog.text
+    caplog.clear()
+    picks[2]["kernel_set"] = "set1"  # the same cell in two kernel sets is not a repeat of the rule
+    (tmp_path / "picks.json").write_text(json.dumps({"settings": settings, "picks": picks}))
+    collect_picks(cfg, tmp_path, [[3, 5]], "cpu")
+    assert "repeats" not in caplog.text
