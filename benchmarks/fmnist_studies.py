@@ -4,6 +4,7 @@
     python benchmarks/fmnist_studies.py proxy        # (b) >= 60 set3 archs at the calibrated budget, 10 of them at 3 seeds
     python benchmarks/fmnist_studies.py select       # (c) halving winner vs R-argmax of 500 vs random vs smallest vs largest
     python benchmarks/fmnist_studies.py status       # what is finished, what is left, and the command that continues
+    python benchmarks/fmnist_studies.py save         # copy every finished record to docs/results now (before a stop)
     (add --dry-run to print the commands instead of running them)
 
 Each study runs the project's own scripts (proxy.py, search.py, train.py) as subprocesses into
@@ -374,7 +375,7 @@ def status(args, preset: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=[*STUDIES, "status"])
+    parser.add_argument("study", choices=[*STUDIES, "status", "save"])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "fmnist_studies")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--preset", choices=list(PRESETS), default="fmnist")
@@ -386,6 +387,10 @@ def main(argv: list[str] | None = None) -> None:
     preset = PRESETS[args.preset]
     if args.study == "status":
         status(args, preset)
+        return
+    if args.study == "save":  # the runners save every minute; this is for the last minute before a stop
+        for folder in STUDIES.values():
+            print(f"saved {save(args.out / folder, args.results / folder)} file(s) to {args.results / folder}")
         return
     folder = STUDIES[args.study]
     print(f"restored {restore(args.results / folder, args.out / folder)} file(s) from {args.results / folder}")

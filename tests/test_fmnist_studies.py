@@ -72,6 +72,12 @@ def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwr
     with sqlite3.connect(docs / "halving" / "study.db") as db:
         assert db.execute("select number from trials").fetchall() == [(7,)]
 
+    # `save`: every study's records at once (a training finished after the runner's last sync, before a stop)
+    write(tmp_path / "outputs" / fs.STUDIES["proxy"] / "train" / "c" / "metrics.json", finished_training(0.6))
+    fs.main(["save", "--out", str(tmp_path / "outputs"), "--results", str(tmp_path / "docs")])
+    saved = tmp_path / "docs" / fs.STUDIES["proxy"] / "train" / "c" / "metrics.json"
+    assert json.loads(saved.read_text())["best_val_acc"] == 0.6
+
     fresh = tmp_path / "new_machine" / "study"
     write(fresh / "halving" / "search.json", {"best_index": 9})  # a local file is never overwritten
     assert fs.restore(docs, fresh) == 4
