@@ -2,7 +2,8 @@
 
     python benchmarks/fmnist_studies.py calibrate    # (a) reliability per budget: 12 set3 archs x 2 seeds at 0.3/1/3 epochs
     python benchmarks/fmnist_studies.py proxy        # (b) >= 60 set3 archs at the calibrated budget, 10 of them at 3 seeds
-    python benchmarks/fmnist_studies.py select       # (c) halving winner vs R-argmax of 500 vs random vs smallest vs largest
+    python benchmarks/fmnist_studies.py select       # (c) halving winners (whole rungs; Optuna's async pruner) vs R-argmax
+                                                     #     of 500 vs random vs smallest vs largest
     python benchmarks/fmnist_studies.py status       # what is finished, what is left, and the command that continues
     python benchmarks/fmnist_studies.py save         # copy every finished record to docs/results now (before a stop)
     (add --dry-run to print the commands instead of running them)
@@ -68,7 +69,10 @@ PRESETS = {
         "seeds": [0, 1],
     },
 }
-METHODS = ("halving", "r_argmax", "random", "smallest", "largest")
+# halving: whole rungs (27 -> 9 -> 3 -> 1, the plan); halving_asha: Optuna's asynchronous pruner as it is, the
+# first halving run (its winner, trial 0, was promoted from the 25th-best accuracy of rung 0)
+METHODS = ("halving", "halving_asha", "r_argmax", "random", "smallest", "largest")
+HALVING_DIRS = {"halving": "halving_sync", "halving_asha": "halving"}
 
 
 class Step:
@@ -155,9 +159,25 @@ def proxy_plan(args, preset: dict) -> list[Step]:
 def select_search_plan(args, preset: dict) -> list[Step]:
     out = args.out / STUDIES["select"]
     common = [*preset["common"], f"kernel_set={preset['kernel_set']}"]
+    halving = [*common, "search.strategy=halving", *preset["halving"]]
     return [Step("R search", "search", [*common, f"iters={preset['r_iters']}"], out / "search_r", "search.json"),
-            Step("halving", "search", [*common, "search.strategy=halving", *preset["halving"]], out / "halving",
-                 "search.json")]
+            Step("halving (Optuna's async pruner)", "search", [*halving, "search.halving.mode=async"],
+                 out / HALVING_DIRS["halving_asha"], "search.json"),
+            Step("halving (whole rungs)", "search", [*halving, "search.halving.mode=sync"],
+                 out / HALVING_DIRS["halving"], "search.json")]
+
+
+def reuse_rungs(out: Path) -> int:
+    """The whole-rung halving trains the same pool at the same budgets and seed as the async one, whose finished
+    rung trainings are therefore the ones it would run (CPU training is deterministic): their metrics.json are
+    copied in, and train.py recognises each as finished (the same cell, by another path). Returns how many."""
+    copied = 0
+    source, target = out / HALVING_DIRS["halving_asha"] / "rungs", out / HALVING_DIRS["halving"] / "rungs"
+    for metrics in sorted(source.glob("*/metrics.json")) if source.exists() else []:
+        if keep.finished_training(metrics) and not (target / metrics.parent.name / "metrics.json").exists():
+            keep.copy_file(metrics, target / metrics.parent.name / "metrics.json")
+            copied += 1
+    return copied
 
 
 def selected_genotypes(args) -> dict[str, Path]:
@@ -172,7 +192,7 @@ def selected_genotypes(args) -> dict[str, Path]:
              "random": scored[int(np.random.default_rng(20).integers(len(scored)))],
              "smallest": min(scored, key=lambda r: (r["params"], r["index"])),
              "largest": max(scored, key=lambda r: (r["params"], -r["index"]))}
-    files = {"halving": out / "halving" / "search.json"}
+    files = {name: out / folder / "search.json" for name, folder in HALVING_DIRS.items()}
     for name, record in picks.items():
         path = out / "genotypes" / f"{name}.json"
         if not path.exists():
@@ -198,7 +218,8 @@ def selection_summary(args, preset: dict) -> dict:
     from kss.study.stats import paired_difference
 
     out = args.out / STUDIES["select"]
-    halving = json.loads((out / "halving" / "search.json").read_text())
+    halvings = {name: json.loads((out / folder / "search.json").read_text()) for name, folder in HALVING_DIRS.items()}
+    halving = halvings["halving"]
     search = json.loads((out / "search_r" / "search.json").read_text())
     rows = {}
     for name in METHODS:
@@ -211,15 +232,16 @@ def selection_summary(args, preset: dict) -> dict:
                       "energy_uj": runs[0].get("energy_uj") if runs else None}
     diffs = {}
     for name in METHODS[1:]:
-        a, b = rows[name], rows["halving"]
+        a, b = rows[name], rows["halving"]  # against the planned method: whole rungs
         common = sorted(set(a["seeds"]) & set(b["seeds"]))
         if len(common) >= 2:
             pick = lambda row: [row["test_acc"][row["seeds"].index(s)] for s in common]  # noqa: E731
             diffs[name] = paired_difference(pick(a), pick(b))
     return {"dataset": halving.get("dataset"), "kernel_set": halving.get("kernel_set"), "methods": rows,
             "minus_halving": diffs, "final_training": preset["final"],
-            "selection_cost": {"halving_training_epochs": halving["training_epochs"],
-                               "halving_train_seconds": halving["search_seconds"],
+            "winners": {name: h.get("best_index") for name, h in halvings.items()},
+            "selection_cost": {**{f"{name}_training_epochs": h["training_epochs"] for name, h in halvings.items()},
+                               **{f"{name}_train_seconds": h["search_seconds"] for name, h in halvings.items()},
                                "r_search_seconds": search["search_seconds"], "r_search_candidates": search["iters"]}}
 
 
@@ -227,8 +249,12 @@ def selection_markdown(summary: dict) -> str:
     lines = [f"# Selection ({summary['dataset']}, {summary['kernel_set']}): which architecture trains best?", "",
              f"Each architecture trained with the same final budget ({' '.join(summary['final_training'])}) and the "
              "seeds listed; **test** accuracy (the selections saw only validation accuracy or nothing). Selection cost: "
-             f"halving {summary['selection_cost']['halving_training_epochs']:.2f} training epochs "
-             f"({summary['selection_cost']['halving_train_seconds'] / 60:.0f} min), R search of "
+             f"halving by whole rungs {summary['selection_cost']['halving_training_epochs']:.2f} training epochs "
+             f"({summary['selection_cost']['halving_train_seconds'] / 60:.0f} min, winner candidate "
+             f"{summary['winners']['halving']}), halving by Optuna's asynchronous pruner "
+             f"{summary['selection_cost']['halving_asha_training_epochs']:.2f} training epochs "
+             f"({summary['selection_cost']['halving_asha_train_seconds'] / 60:.0f} min, winner candidate "
+             f"{summary['winners']['halving_asha']}; the two share their rung trainings), R search of "
              f"{summary['selection_cost']['r_search_candidates']} candidates "
              f"({summary['selection_cost']['r_search_seconds'] / 60:.0f} min).", "",
              "| method | params | seeds | test acc mean | sd | minus halving (paired) | p |", "|---|---|---|---|---|---|---|"]
@@ -312,7 +338,8 @@ def planned_epochs(args, preset: dict, study: str) -> float | None:
     o = overrides(preset["halving"])
     eta, budgets = o["search.halving.eta"], o["search.halving.budgets"]
     halving = sum(o["search.halving.pool"] / eta ** rung * b for rung, b in enumerate(budgets))
-    return halving + len(METHODS) * len(preset["seeds"]) * overrides(preset["final"])["trainer.max_epochs"]
+    # both halvings (the whole-rung one mostly reuses the async one's rungs; counted in full here)
+    return 2 * halving + len(METHODS) * len(preset["seeds"]) * overrides(preset["final"])["trainer.max_epochs"]
 
 
 def trainings(folder: Path) -> list[tuple[float, float]]:
@@ -365,7 +392,7 @@ def status(args, preset: dict) -> None:
             print(f"{study}: waiting ({why})")
             continue
         done = sum(s.done for s in steps)
-        more = " (then the final trainings)" if study == "select" and len(steps) == 2 else ""
+        more = " (then the final trainings)" if study == "select" and len(steps) == len(select_search_plan(args, preset)) else ""
         trainings = len(list((args.out / folder).rglob("metrics.json")))
         print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}"
               f"{left_line(args, preset, study)}; "
@@ -395,10 +422,14 @@ def main(argv: list[str] | None = None) -> None:
     folder = STUDIES[args.study]
     print(f"restored {restore(args.results / folder, args.out / folder)} file(s) from {args.results / folder}")
     if args.study == "select":
-        run_steps(select_search_plan(args, preset), args, folder)
+        r_search, asha, whole_rungs = select_search_plan(args, preset)
+        run_steps([r_search, asha], args, folder)
+        if not args.dry_run:
+            print(f"reused {reuse_rungs(args.out / folder)} finished rung training(s) of the async halving")
+        run_steps([whole_rungs], args, folder)
         if args.dry_run and not all(s.done for s in select_search_plan(args, preset)):
-            print("then: the final trainings of halving, r_argmax, random, smallest, largest x seeds "
-                  f"{preset['seeds']} ({' '.join(preset['final'])})")
+            print(f"then: the final trainings of {', '.join(METHODS)} x seeds {preset['seeds']} "
+                  f"({' '.join(preset['final'])})")
             return
         run_steps(select_final_plan(args, preset), args, folder)
         if not args.dry_run:

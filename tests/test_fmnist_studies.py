@@ -90,8 +90,10 @@ def test_the_selection_plan_continues_from_restored_records(tmp_path, capsys):
     a = args(tmp_path)
     preset = fs.PRESETS["synthetic"]
     first = fs.plan_of(a, preset, "select")
-    assert [s.name for s in first] == ["R search", "halving"] and not any(s.done for s in first)
-    assert "search.strategy=halving" in first[1].args and first[0].argv()[-1].startswith("hydra.run.dir=")
+    assert [s.name for s in first] == ["R search", "halving (Optuna's async pruner)", "halving (whole rungs)"]
+    assert not any(s.done for s in first) and first[0].argv()[-1].startswith("hydra.run.dir=")
+    assert "search.halving.mode=async" in first[1].args and "search.halving.mode=sync" in first[2].args
+    assert first[1].run_dir.name == "halving" and first[2].run_dir.name == "halving_sync"
 
     # the searches finished on another machine and were committed: a fresh checkout restores them
     docs = a.results / fs.STUDIES["select"]
@@ -100,19 +102,34 @@ def test_the_selection_plan_continues_from_restored_records(tmp_path, capsys):
     write(docs / "search_r" / "candidates.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
     write(docs / "search_r" / "search.json", {"iters": 4, "search_seconds": 60.0})
     write(docs / "halving" / "search.json", {"best_index": 2, "training_epochs": 1.5, "search_seconds": 120.0})
+    write(docs / "halving_sync" / "search.json", {"best_index": 3, "training_epochs": 1.0, "search_seconds": 90.0})
     write(docs / "final" / "largest_seed1" / "metrics.json", finished_training(0.6, seed=1, params=90))
     fs.restore(docs, a.out / fs.STUDIES["select"])
     steps = fs.plan_of(a, preset, "select")
-    assert len(steps) == 2 + len(fs.METHODS) * len(preset["seeds"])
-    assert [s.name for s in steps if s.done] == ["R search", "halving", "largest seed 1"]
-    genotype = {s.name: next(x for x in s.args if x.startswith("genotype=")).split("=", 1)[1] for s in steps[2:]}
+    assert len(steps) == 3 + len(fs.METHODS) * len(preset["seeds"])
+    assert [s.name for s in steps if s.done] == ["R search", "halving (Optuna's async pruner)", "halving (whole rungs)",
+                                                 "largest seed 1"]
+    genotype = {s.name: next(x for x in s.args if x.startswith("genotype=")).split("=", 1)[1] for s in steps[3:]}
     picked = {name: json.loads(Path(genotype[f"{name} seed 0"]).read_text())["source_index"]
               for name in ("r_argmax", "smallest", "largest")}
     assert picked == {"r_argmax": 1, "smallest": 2, "largest": 3}
-    assert genotype["halving seed 0"].endswith("halving/search.json")
+    assert genotype["halving seed 0"].endswith("halving_sync/search.json")
+    assert genotype["halving_asha seed 0"].endswith("fmnist_selection/halving/search.json")
     fs.run_steps(steps, a, fs.STUDIES["select"])  # dry run: only what is left is printed as a command
     printed = capsys.readouterr().out
-    assert "largest seed 1: done" in printed and printed.count("train.py") == len(steps) - 3
+    assert "largest seed 1: done" in printed and printed.count("train.py") == len(steps) - 4
+
+
+def test_the_whole_rung_halving_reuses_the_async_ones_finished_rungs(tmp_path):
+    out = tmp_path / "select"
+    write(out / "halving" / "rungs" / "0_e1_f0.111" / "metrics.json", finished_training(0.5))
+    write(out / "halving" / "rungs" / "1_e1_f0.111" / "metrics.json", {"epochs": 1})  # unfinished: not reused
+    write(out / "halving" / "rungs" / "0_e1_f0.111" / "checkpoints" / "last.ckpt", "weights")
+    write(out / "halving_sync" / "rungs" / "2_e1_f0.111" / "metrics.json", finished_training(0.7))
+    assert fs.reuse_rungs(out) == 1 and fs.reuse_rungs(out) == 0
+    assert sorted(str(p.relative_to(out / "halving_sync")) for p in (out / "halving_sync").rglob("*") if p.is_file()) == [
+        "rungs/0_e1_f0.111/metrics.json", "rungs/2_e1_f0.111/metrics.json"]
+    assert fs.reuse_rungs(tmp_path / "nothing") == 0
 
 
 def test_the_proxy_study_runs_at_the_calibrated_budget(tmp_path):
@@ -146,9 +163,10 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     a = args(tmp_path)
     out = a.out / fs.STUDIES["select"]
     write(out / "search_r" / "search.json", {"iters": 4, "search_seconds": 60.0})
-    write(out / "halving" / "search.json", {"training_epochs": 1.5, "search_seconds": 120.0})
-    accs = {"halving": [0.80, 0.82], "r_argmax": [0.70, 0.71], "random": [0.75, 0.78], "smallest": [0.6, 0.6],
-            "largest": [0.81, 0.84]}
+    write(out / "halving" / "search.json", {"best_index": 0, "training_epochs": 1.5, "search_seconds": 120.0})
+    write(out / "halving_sync" / "search.json", {"best_index": 7, "training_epochs": 1.0, "search_seconds": 60.0})
+    accs = {"halving": [0.80, 0.82], "halving_asha": [0.79, 0.80], "r_argmax": [0.70, 0.71], "random": [0.75, 0.78],
+            "smallest": [0.6, 0.6], "largest": [0.81, 0.84]}
     for name, values in accs.items():
         for seed, acc in enumerate(values):
             write(out / "final" / f"{name}_seed{seed}" / "metrics.json", finished_training(acc + 0.01, seed))
@@ -156,8 +174,10 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
     assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)
     assert summary["minus_halving"]["largest"]["mean_diff"] == pytest.approx(0.015)
+    assert summary["minus_halving"]["halving_asha"]["mean_diff"] == pytest.approx(-0.015)
     text = fs.selection_markdown(summary)
     assert "| r_argmax | 100 | 2 | 70.50 |" in text and "-10.50" in text
+    assert "whole rungs 1.00 training epochs (1 min, winner candidate 7)" in text and "candidate 0;" in text
 
 
 def test_the_other_long_runs_keep_their_records_the_same_way(tmp_path):
@@ -232,7 +252,7 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     assert fs.planned_epochs(a, preset, "proxy") is None  # no budget yet
     assert fs.overrides(preset["final"]) == {"trainer.max_epochs": 2, "scheduler": "cosine_steps"}
     halving = 27 * 0.111 + 9 * 0.333 + 3 * 1 + 1 * 3
-    assert fs.planned_epochs(a, preset, "select") == pytest.approx(halving + 5 * 3 * 2)
+    assert fs.planned_epochs(a, preset, "select") == pytest.approx(2 * halving + 6 * 3 * 2)  # async and whole rungs
     write(a.out / fs.STUDIES["calibrate"] / "calibration_so_far.json",
           calibration("fmnist", {"overrides": "proxy.epochs=1 proxy.train_fraction=0.3"}))
     assert fs.planned_epochs(a, preset, "proxy") == pytest.approx((64 + 10 * 2) * 0.3)

@@ -8,22 +8,25 @@ the training-free score does not rank architectures.
 - **Rungs**: `search.halving.budgets` (epochs of the training split, increasing: e.g. [0.111, 0.333, 1, 3]);
   at rung k a candidate is trained from scratch for budgets[k] epochs (kss.tasks.fidelity: an ordinary,
   resumable train.py run in <run dir>/rungs/, test=false) and reports its best **validation** accuracy.
-- **Scheduler: Optuna.** One study (<run dir>/study.db, or search.storage) with one trial per candidate;
-  each rung's accuracy is `trial.report(acc, step=eta**k)` and `trial.should_prune()` asks Optuna's
-  `SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)` whether it goes on (steps eta**k are the
-  pruner's rung steps, whatever the budgets in epochs). A pruned trial is told PRUNED, one that finishes the
+- **Study: Optuna.** One study (<run dir>/study.db, or search.storage) with one trial per candidate; each
+  rung's accuracy is `trial.report(acc, step=eta**k)`. A pruned trial is told PRUNED, one that finishes the
   last rung COMPLETE with its last-rung accuracy; the winner is the study's best COMPLETE trial (ties: the
-  earliest). This is Optuna's pruner as it is: asynchronous successive halving, deciding each trial on the
-  trials that reached the rung before it (a trial is promoted when it is in the top 1/eta of them; the
-  first eta - 1 trials of a rung are promoted when they lead). Rung k therefore holds about
-  pool / eta**k trials, not exactly that many, and a trial's fate never depends on later trials, so a
-  resumed search takes the same decisions.
-- **Resume**: trials run one after another. An interrupted trial stays RUNNING in the study and is continued
-  (same trial, same reports); an interrupted training resumes from its checkpoint, a finished one is read
-  from its metrics.json. So a resumed search takes the uninterrupted one's decisions and ends with its
-  winner; the one exception is a training interrupted after its first epoch, which resumes from its last
-  epoch's checkpoint with a fresh data order (Lightning keeps no RNG state), so its accuracy, and a
-  decision that close, can differ.
+  earliest). Who goes on (`search.halving.mode`):
+  - `sync` (default): rung by rung. Every candidate of a rung trains, then the top max(n // eta, 1) of
+    its n accuracies go on, by Optuna's own promotion rule applied to the whole rung: rungs of exactly
+    27 -> 9 -> 3 -> 1 (ties at the cut all go on).
+  - `async`: Optuna's `SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)` as it is, asked by
+    `trial.should_prune()` as each trial finishes a rung, trials one after another (ASHA). It decides each
+    trial on the trials that reached the rung before it (promoted when in the top 1/eta of them; the first
+    eta - 1 trials of a rung are promoted when they lead), so rung k holds about pool / eta**k trials and
+    the first trials are favoured: on Fashion-MNIST (docs/results/fmnist_selection) trial 0 went through
+    every rung from the 25th-best of 27 accuracies at the first, and won.
+- **Resume**: an interrupted trial stays RUNNING in the study and is continued (same trial, same reports);
+  decisions are kept in the trials' user attrs; an interrupted training resumes from its checkpoint, a
+  finished one is read from its metrics.json. So a resumed search takes the uninterrupted one's decisions
+  and ends with its winner; the one exception is a training interrupted after its first epoch, which
+  resumes from its last epoch's checkpoint with a fresh data order (Lightning keeps no RNG state), so its
+  accuracy, and a decision that close, can differ.
 - **Output**: search.json in the usual contract (best_genotype, best_index, params, ...; best_score is the
   winner's R with a prefilter, else null) plus best_val_acc and the rungs; halving.md, a table of the rungs.
   `python train.py genotype=<run dir>/search.json` trains the winner; the test split was never looked at.
@@ -35,6 +38,7 @@ import json
 import logging
 import math
 import platform
+import statistics
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +71,9 @@ STUDY = "study.db"
 DRAWS_PER_CANDIDATE = 100  # a random pool gives up after pool x this many draws (budget, repeats)
 
 
+MODES = ("sync", "async")
+
+
 @dataclass
 class HalvingSetup:
     pool: int
@@ -74,6 +81,7 @@ class HalvingSetup:
     budgets: list[float]
     prefilter: str | None
     storage: str | None
+    mode: str = "sync"
 
 
 def _integer(value, name: str, low: int) -> int:
@@ -102,9 +110,13 @@ def check_halving(cfg: DictConfig) -> HalvingSetup:
     if cost_budgets:
         raise KssError(f"search.strategy=halving applies budget.max_params only (its pool is not costed); drop "
                        f"{' and '.join(cost_budgets)}, or prefilter a search that applied them (search.prefilter=...)")
+    mode = h.get("mode", "sync")
+    if mode not in MODES:
+        raise KssError(f"search.halving.mode must be sync (whole rungs: 27 -> 9 -> 3 -> 1) or async (Optuna's pruner "
+                       f"as it is) (got {mode!r})")
     prefilter = search.get("prefilter")
     return HalvingSetup(pool=pool, eta=eta, budgets=budgets, prefilter=str(prefilter) if prefilter else None,
-                        storage=search.get("storage"))
+                        storage=search.get("storage"), mode=mode)
 
 
 def random_pool(n: int, seed: int, kernels, spec, neuron, max_params) -> list[dict]:
@@ -157,7 +169,7 @@ def prefiltered_pool(source: str, n: int, kernels, spec, neuron) -> list[dict]:
 def study_settings(hs: HalvingSetup, tcfg: DictConfig, pool: list[dict]) -> dict:
     training = run_settings(tcfg)
     training.pop("genotype")
-    return json.loads(json.dumps({"strategy": "halving", "eta": hs.eta, "budgets": hs.budgets,
+    return json.loads(json.dumps({"strategy": "halving", "mode": hs.mode, "eta": hs.eta, "budgets": hs.budgets,
                                   "prefilter": hs.prefilter, "pool": [c["index"] for c in pool], "training": training}))
 
 
@@ -172,6 +184,8 @@ def open_study(hs: HalvingSetup, out_dir: Path, settings: dict):
     study = optuna.create_study(storage=open_storage(url), study_name=f"kss-{out_dir.resolve().name}",
                                 direction="maximize", pruner=pruner, load_if_exists=True)
     before = study.user_attrs.get("settings")
+    if before is not None and "mode" not in before:  # a study from before search.halving.mode: Optuna's pruner
+        before = {"mode": "async", **before}
     if before is None:
         study.set_user_attr("settings", settings)
         with warnings.catch_warnings():  # experimental in Optuna (the dashboard's axis label)
@@ -209,52 +223,111 @@ def decide(study, trial, rung: int, value: float, eta: int) -> str:
     return decision
 
 
-def run_trials(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict], study, kernels) -> None:
+def open_trial(study, out_dir: Path, position: int, candidate: dict, trials: dict):
+    """The candidate's trial: entered into the study (with its attributes, in one write), or reopened when an
+    interruption left it running; None once it is finished."""
     import optuna
+    from optuna.trial import TrialState
+
+    frozen = trials.get(position)
+    if frozen is not None and frozen.state.is_finished():
+        return None
+    if frozen is None:
+        study.enqueue_trial({}, user_attrs={"position": position,
+                                            **{k: candidate[k] for k in ("index", "params", "score", "genotype")}})
+    if frozen is None or frozen.state == TrialState.WAITING:
+        trial = study.ask()  # the enqueued trial
+        if trial.user_attrs.get("position") != position:
+            raise KssError(f"the study in {out_dir} does not follow this search's pool (trial {trial.number}); "
+                           f"move {out_dir} away to start afresh")
+        return trial
+    log.info("halving: continuing candidate %d (trial %d) after an interruption", candidate["index"], frozen.number)
+    # Optuna has no public call to reopen a RUNNING trial; Trial(study, id) is what study.ask() builds
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def rung_value(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, study, trial, candidate: dict, rung: int, kernels,
+               what: str) -> float:
+    """The candidate's validation accuracy at `rung` (nan when its training gave none), trained and reported
+    once: a rung reported before an interruption is read back."""
+    step, budget = hs.eta**rung, hs.budgets[rung]
+    reported = _frozen(study, trial.number).intermediate_values
+    if step in reported:
+        return reported[step]
+    genotype_file = out_dir / GENOTYPES / f"{candidate['index']}.json"
+    if not genotype_file.exists():
+        genotype_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(genotype_file, candidate["genotype"])
+    log.info("halving: candidate %d (%s), rung %d: %g epoch(s)", candidate["index"], what, rung, budget)
+    metrics = train_at_budget(tcfg, out_dir / RUNGS / f"{candidate['index']}_{budget_tag(budget)}", genotype_file,
+                              kernels, tcfg.seed, budget, group=out_dir.name)
+    value = metrics.get("best_val_acc")
+    value = float(value) if value is not None else math.nan
+    trial.report(value, step)
+    return value
+
+
+def finish(study, trial, value: float) -> None:
+    """The last rung's accuracy is the trial's value (FAIL when there is none)."""
+    from optuna.trial import TrialState
+
+    study.tell(trial, value if math.isfinite(value) else None,
+               state=TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL)
+
+
+def run_trials(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict], study, kernels) -> None:
+    """mode=async: one trial after another through its rungs, Optuna's pruner deciding each rung."""
     from optuna.trial import TrialState
 
     trials = {t.user_attrs.get("position"): t for t in study.get_trials(deepcopy=False)}
     last = len(hs.budgets) - 1
     for position, candidate in enumerate(pool):
-        frozen = trials.get(position)
-        if frozen is not None and frozen.state.is_finished():
+        if (trial := open_trial(study, out_dir, position, candidate, trials)) is None:
             continue
-        if frozen is None:  # the candidate enters the study with its attributes in one write
-            study.enqueue_trial({}, user_attrs={"position": position,
-                                                **{k: candidate[k] for k in ("index", "params", "score", "genotype")}})
-        if frozen is None or frozen.state == TrialState.WAITING:
-            trial = study.ask()  # the enqueued trial
-            if trial.user_attrs.get("position") != position:
-                raise KssError(f"the study in {out_dir} does not follow this search's pool (trial {trial.number}); "
-                               f"move {out_dir} away to start afresh")
-        else:  # left running by an interruption: the same trial goes on
-            log.info("halving: continuing candidate %d (trial %d) after an interruption", candidate["index"], frozen.number)
-            # Optuna has no public call to reopen a RUNNING trial; Trial(study, id) is what study.ask() builds
-            trial = optuna.trial.Trial(study, frozen._trial_id)
-        genotype_file = out_dir / GENOTYPES / f"{candidate['index']}.json"
-        if not genotype_file.exists():
-            genotype_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(genotype_file, candidate["genotype"])
-        for rung, budget in enumerate(hs.budgets):
-            step = hs.eta**rung
-            reported = _frozen(study, trial.number).intermediate_values
-            if step in reported:  # this rung finished before the interruption
-                value = reported[step]
-            else:
-                log.info("halving: candidate %d (%d of %d), rung %d: %g epoch(s)", candidate["index"], position + 1,
-                         len(pool), rung, budget)
-                metrics = train_at_budget(tcfg, out_dir / RUNGS / f"{candidate['index']}_{budget_tag(budget)}",
-                                          genotype_file, kernels, tcfg.seed, budget, group=out_dir.name)
-                value = metrics.get("best_val_acc")
-                value = float(value) if value is not None else math.nan
-                trial.report(value, step)
+        for rung in range(len(hs.budgets)):
+            value = rung_value(hs, tcfg, out_dir, study, trial, candidate, rung, kernels, f"{position + 1} of {len(pool)}")
             if rung == last:
-                study.tell(trial, value if math.isfinite(value) else None,
-                           state=TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL)
+                finish(study, trial, value)
                 break
             if decide(study, trial, rung, value, hs.eta) == "pruned":
                 study.tell(trial, state=TrialState.PRUNED)
                 break
+
+
+def run_rungs(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict], study, kernels) -> None:
+    """mode=sync: rung by rung. Every candidate of a rung trains before any is decided, then the top
+    max(n // eta, 1) of its n accuracies go on (Optuna's own promotion rule, applied to the whole rung), so
+    the rungs hold pool, pool / eta, ... candidates (27 -> 9 -> 3 -> 1) and no trial is favoured by its
+    place in the pool. Decisions are kept in the trials' user attrs: a resumed search repeats them."""
+    from optuna.pruners._successive_halving import _is_trial_promotable_to_next_rung
+    from optuna.trial import TrialState
+
+    trials = {t.user_attrs.get("position"): t for t in study.get_trials(deepcopy=False)}
+    opened = [(trial, candidate) for position, candidate in enumerate(pool)
+              if (trial := open_trial(study, out_dir, position, candidate, trials)) is not None]
+    last = len(hs.budgets) - 1
+    for rung in range(len(hs.budgets)):
+        alive = [(t, c) for t, c in opened
+                 if all(_frozen(study, t.number).user_attrs.get(f"rung_{r}") == "promoted" for r in range(rung))]
+        if not alive:
+            break
+        values = [rung_value(hs, tcfg, out_dir, study, t, c, rung, kernels, f"{i + 1} of {len(alive)} at this rung")
+                  for i, (t, c) in enumerate(alive)]
+        if rung == last:
+            for (trial, _), value in zip(alive, values):
+                finish(study, trial, value)
+            break
+        step = hs.eta**rung  # the whole rung, also its trials pruned before an interruption
+        competing = [v for t in study.get_trials(deepcopy=False) if math.isfinite(v := t.intermediate_values.get(step, math.nan))]
+        for (trial, _), value in zip(alive, values):
+            decision = _frozen(study, trial.number).user_attrs.get(f"rung_{rung}")
+            if decision is None:
+                promoted = math.isfinite(value) and _is_trial_promotable_to_next_rung(value, competing, hs.eta,
+                                                                                      study.direction)
+                decision = "promoted" if promoted else "pruned"
+                trial.set_user_attr(f"rung_{rung}", decision)
+            if decision == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
 
 
 def rung_table(hs: HalvingSetup, out_dir: Path, study) -> list[dict]:
@@ -317,7 +390,9 @@ def summarize(cfg: DictConfig, tcfg: DictConfig, hs: HalvingSetup, pool: list[di
         "eta": hs.eta,
         "budgets": hs.budgets,
         "prefilter": hs.prefilter,
-        "pruner": "optuna.pruners.SuccessiveHalvingPruner",
+        "mode": hs.mode,
+        "pruner": "optuna.pruners.SuccessiveHalvingPruner" if hs.mode == "async" else
+                  "whole rungs, Optuna's promotion rule (optuna.pruners._successive_halving)",
         "study_trials": {state.name.lower(): sum(t.state == state for t in study.get_trials(deepcopy=False))
                          for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
         "rungs": rungs,
@@ -334,11 +409,15 @@ def summarize(cfg: DictConfig, tcfg: DictConfig, hs: HalvingSetup, pool: list[di
     }
 
 
+SCHEDULERS = {"sync": "whole rungs (every candidate of a rung trained, then the top 1/eta promoted by Optuna's rule)",
+              "async": "Optuna's SuccessiveHalvingPruner (asynchronous: each trial decided on the trials before it)"}
+
+
 def table_markdown(summary: dict) -> str:
     lines = [f"# Successive halving: {summary['pool']} candidates, eta {summary['eta']}, budgets "
              f"{', '.join(f'{b:g}' for b in summary['budgets'])} epoch(s) of the training split "
              f"({summary['dataset']}, {summary['kernel_set']})", "",
-             f"Scheduler: Optuna's SuccessiveHalvingPruner; each training from scratch at its budget; validation "
+             f"Scheduler: {SCHEDULERS[summary.get('mode', 'async')]}; each training from scratch at its budget; validation "
              f"accuracy only (the test split unseen). Winner: candidate {summary['best_index']} "
              f"(val acc {summary['best_val_acc']:.4f} at {summary['best_budget_epochs']:g} epochs, "
              f"{summary['params']} params). Cost: {summary['training_epochs']:.2f} training epochs, "
@@ -346,8 +425,8 @@ def table_markdown(summary: dict) -> str:
              "| rung | budget (epochs) | trained | promoted | best val acc | median val acc | train min |",
              "|---|---|---|---|---|---|---|"]
     for r in summary["rungs"]:
-        accs = sorted(v for v in r["val_acc"].values() if v is not None and math.isfinite(v))
-        median = accs[len(accs) // 2] if accs else math.nan
+        accs = [v for v in r["val_acc"].values() if v is not None and math.isfinite(v)]
+        median = statistics.median(accs) if accs else math.nan
         lines.append(f"| {r['rung']} | {r['budget_epochs']:g} | {len(r['candidates'])} | {len(r['promoted'])} | "
                      f"{max(accs, default=math.nan):.4f} | {median:.4f} | {r['train_seconds'] / 60:.1f} |")
     return "\n".join(lines) + "\n"
@@ -377,7 +456,7 @@ def run_halving(cfg: DictConfig, out_dir: Path) -> dict:
     with run_lock(out_dir, cfg.get("lock_wait", False)):
         finished_before = (out_dir / SUMMARY).exists()
         study = open_study(hs, out_dir, settings)
-        run_trials(hs, tcfg, out_dir, pool, study, kernels)
+        (run_rungs if hs.mode == "sync" else run_trials)(hs, tcfg, out_dir, pool, study, kernels)
         summary = summarize(cfg, tcfg, hs, pool, study, out_dir, spec, neuron, kernels)
         write_json(out_dir / SUMMARY, summary)
         (out_dir / TABLE).write_text(table_markdown(summary))

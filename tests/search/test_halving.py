@@ -1,5 +1,5 @@
-"""Multi-fidelity search (search.strategy=halving, kss.tasks.halving): Optuna's SuccessiveHalvingPruner over
-trained candidates; and the budget calibration of the proxy study (proxy.calibrate=true, kss.tasks.calibration)."""
+"""Multi-fidelity search (search.strategy=halving, kss.tasks.halving): successive halving over trained
+candidates, by whole rungs (mode=sync) or Optuna's SuccessiveHalvingPruner as it is (mode=async); and the budget calibration of the proxy study (proxy.calibrate=true, kss.tasks.calibration)."""
 
 import json
 import math
@@ -68,13 +68,92 @@ def asha(pool: list[int], budgets: list[float], eta: int) -> list[list[int]]:
     return rungs
 
 
+def whole_rungs(pool: list[int], budgets: list[float], eta: int) -> list[list[int]]:
+    """Synchronous successive halving: each rung's top max(n // eta, 1) by accuracy go on."""
+    rungs, alive = [], list(pool)
+    for rung, budget in enumerate(budgets):
+        rungs.append(alive)
+        ranked = sorted(alive, key=lambda i: -accuracy(i, budget))
+        alive = sorted(ranked[:max(len(alive) // eta, 1)])
+    return rungs
+
+
 def halving_cfg(compose_cfg, *overrides):
     return compose_cfg(*HALVING, *overrides, config_name="train")
 
 
+def test_sync_rungs_are_whole_and_keep_the_top_third(compose_cfg, tmp_path, stub_training):
+    """27 -> 9 -> 3 -> 1 as the issue's plan says; trial order plays no part (unlike async, below)."""
+    calls = stub_training()
+    budgets = [0.25, 0.5, 0.75, 1]
+    cfg = halving_cfg(compose_cfg, "search.halving.pool=27", "search.halving.eta=3", f"search.halving.budgets={budgets}")
+    summary = run_search(cfg, tmp_path)
+    pool = summary["rungs"][0]["candidates"]
+    expected = whole_rungs(pool, budgets, 3)
+    assert [len(r) for r in expected] == [27, 9, 3, 1]
+    assert [r["candidates"] for r in summary["rungs"]] == expected
+    assert expected != asha(pool, budgets, 3)  # this pool is one where trial order changes who goes on
+    assert [b for _, b in calls] == sorted(b for _, b in calls)  # every rung trained before the next one starts
+    assert summary["best_index"] == expected[-1][0] and summary["mode"] == "sync"
+    assert summary["study_trials"] == {"complete": 1, "pruned": 26, "fail": 0}
+    assert summary["training_epochs"] == pytest.approx(27 * 0.25 + 9 * 0.5 + 3 * 0.75 + 1)
+    text = (tmp_path / "halving.md").read_text()
+    assert "whole rungs" in text and "| 3 | 1 | 1 | 0 |" in text
+
+
+def test_an_interrupted_sync_halving_resumes_to_the_same_rungs(compose_cfg, tmp_path, stub_training, monkeypatch):
+    """A Ctrl-C inside rung 1's trainings, and one between two of rung 0's decisions: the resumed search
+    trains only what had not finished, and decides as the whole one did."""
+    import optuna
+
+    args = ("search.halving.pool=9", "search.halving.eta=3", "search.halving.budgets=[0.25,0.5,1]")
+    stub_training()
+    whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")
+    stub_training(stop_at=11)  # rung 0's 9 trainings, then the second of rung 1's 3
+    with pytest.raises(KeyboardInterrupt):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    calls = stub_training()
+    resumed = run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    assert resumed["rungs"] == whole["rungs"] and resumed["best_index"] == whole["best_index"]
+    assert resumed["study_trials"] == whole["study_trials"] and len(calls) == 13 - 10
+
+    real, hits = optuna.trial.Trial.set_user_attr, []
+
+    def cut(self, key, value):
+        if key == "rung_0" and self.number == 4 and not hits:
+            hits.append(key)
+            raise KeyboardInterrupt
+        return real(self, key, value)
+
+    stub_training()
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", cut)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut2")
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", real)
+    calls = stub_training()
+    resumed = run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut2")
+    assert hits and resumed["rungs"] == whole["rungs"] and resumed["best_index"] == whole["best_index"]
+    assert len(calls) == 3 + 1  # rung 0 was all trained: only rungs 1 and 2
+
+
+def test_a_study_from_before_the_mode_setting_resumes_as_async_only(compose_cfg, tmp_path, stub_training):
+    import optuna
+
+    args = ("search.halving.pool=4", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    stub_training()
+    first = run_search(halving_cfg(compose_cfg, *args, "search.halving.mode=async"), tmp_path)
+    study = optuna.load_study(study_name=f"kss-{tmp_path.name}", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    settings = study.user_attrs["settings"]
+    study.set_user_attr("settings", {k: v for k, v in settings.items() if k != "mode"})  # as such a study holds them
+    assert run_search(halving_cfg(compose_cfg, *args, "search.halving.mode=async"), tmp_path)["best_index"] == first["best_index"]
+    with pytest.raises(KssError, match=r"other settings \(mode differ\)"):
+        run_search(halving_cfg(compose_cfg, *args), tmp_path)
+
+
 def test_rung_sizes_follow_optunas_successive_halving(compose_cfg, tmp_path, stub_training):
     calls = stub_training()
-    cfg = halving_cfg(compose_cfg, "search.halving.pool=9", "search.halving.eta=3", "search.halving.budgets=[0.25,1,3]")
+    cfg = halving_cfg(compose_cfg, "search.halving.pool=9", "search.halving.eta=3", "search.halving.budgets=[0.25,1,3]",
+                      "search.halving.mode=async")
     summary = run_search(cfg, tmp_path)
     pool = summary["rungs"][0]["candidates"]  # the random search's first distinct candidates, in order
     assert len(pool) == 9 and pool == sorted(pool) and pool[0] == 0
@@ -102,7 +181,7 @@ def test_rung_sizes_follow_optunas_successive_halving(compose_cfg, tmp_path, stu
 
 
 def test_an_interrupted_halving_resumes_mid_rung_to_the_same_winner(compose_cfg, tmp_path, stub_training):
-    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5,1]")
+    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5,1]", "search.halving.mode=async")
     stub_training()
     whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")
     rungs = [r["candidates"] for r in whole["rungs"]]
@@ -125,7 +204,7 @@ def test_an_interrupted_halving_resumes_mid_rung_to_the_same_winner(compose_cfg,
 def test_an_interruption_between_the_pruners_answer_and_its_record(compose_cfg, tmp_path, stub_training, monkeypatch):
     import optuna
 
-    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]")
+    args = ("search.halving.pool=8", "search.halving.eta=2", "search.halving.budgets=[0.25,0.5]", "search.halving.mode=async")
     stub_training()
     whole = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")
     real = optuna.trial.Trial.set_user_attr
@@ -180,6 +259,7 @@ def test_a_prefiltered_pool_is_the_top_r_of_a_search(compose_cfg, tmp_path, stub
     (["dataset.val_size=0"], "validation accuracy"),
     (["shards=2"], "does not shard"),
     (["budget.max_sops=1e6"], "applies budget.max_params only"),
+    (["search.halving.mode=both"], "search.halving.mode must be sync"),
 ])
 def test_bad_halving_settings_are_one_line_and_write_nothing(compose_cfg, tmp_path, overrides, message, stub_training):
     calls = stub_training()
