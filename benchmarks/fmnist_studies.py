@@ -70,7 +70,7 @@ PRESETS = {
     },
 }
 # halving: whole rungs (27 -> 9 -> 3 -> 1, the plan); halving_asha: Optuna's asynchronous pruner as it is, the
-# first halving run (its winner, trial 0, was promoted from the 25th-best accuracy of rung 0)
+# first halving run (its winner, trial 0, was promoted from the second-worst accuracy of rung 0)
 METHODS = ("halving", "halving_asha", "r_argmax", "random", "smallest", "largest")
 HALVING_DIRS = {"halving": "halving_sync", "halving_asha": "halving"}
 

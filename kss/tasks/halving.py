@@ -20,7 +20,7 @@ the training-free score does not rank architectures.
     trial on the trials that reached the rung before it (promoted when in the top 1/eta of them; the first
     eta - 1 trials of a rung are promoted when they lead), so rung k holds about pool / eta**k trials and
     the first trials are favoured: on Fashion-MNIST (docs/results/fmnist_selection) trial 0 went through
-    every rung from the 26th of 27 (second-worst) accuracies at the first, and won.
+    every rung from the second-worst of 27 accuracies at the first, and won.
 - **Resume**: an interrupted trial stays RUNNING in the study and is continued (same trial, same reports);
   decisions are kept in the trials' user attrs; an interrupted training resumes from its checkpoint, a
   finished one is read from its metrics.json. So a resumed search takes the uninterrupted one's decisions
