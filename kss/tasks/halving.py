@@ -317,8 +317,11 @@ def run_rungs(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict
             for (trial, _), value in zip(alive, values):
                 finish(study, trial, value)
             break
-        step = hs.eta**rung  # the whole rung, also its trials pruned before an interruption
-        competing = [v for t in study.get_trials(deepcopy=False) if math.isfinite(v := t.intermediate_values.get(step, math.nan))]
+        # the whole rung, also its trials pruned before an interruption; a failed training (no accuracy) counts
+        # in n as the worst, so one failure does not shrink the top n // eta
+        step = hs.eta**rung
+        competing = [v if math.isfinite(v) else -math.inf
+                     for t in study.get_trials(deepcopy=False) if (v := t.intermediate_values.get(step)) is not None]
         for (trial, _), value in zip(alive, values):
             decision = _frozen(study, trial.number).user_attrs.get(f"rung_{rung}")
             if decision is None:
@@ -327,7 +330,7 @@ def run_rungs(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict
                 decision = "promoted" if promoted else "pruned"
                 trial.set_user_attr(f"rung_{rung}", decision)
             if decision == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
+                study.tell(trial, state=TrialState.PRUNED if math.isfinite(value) else TrialState.FAIL)
 
 
 def rung_table(hs: HalvingSetup, out_dir: Path, study) -> list[dict]:

@@ -500,3 +500,30 @@ def test_calibration_plot_draws_partial_and_failed_budgets(tmp_path):
                           row(9.0, 0.5, [0.55, 0.9], {"a": [0.9, 0.9]})]}  # a skewed BCa interval excluding its estimate
     path = plot_calibration(tmp_path / "calibration.png", result)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_failed_training_in_a_whole_rung_fails_its_trial_and_keeps_the_rung_size(compose_cfg, tmp_path, stub_training,
+                                                                                     monkeypatch):
+    """A candidate whose rung-0 training gave no accuracy (a non-finite loss) is FAIL, and still counts in the
+    rung: 9 candidates keep 3 (not 8 // 3 = 2). Ties at the cut all go on (Optuna's rule)."""
+    import tests.search.test_halving as here
+
+    real = here.accuracy
+    stub_training()
+    args = ("search.halving.pool=9", "search.halving.eta=3", "search.halving.budgets=[0.25,0.5]")
+    pool = run_search(halving_cfg(compose_cfg, *args), tmp_path / "whole")["rungs"][0]["candidates"]
+    failed, tied = pool[4], sorted(pool, key=lambda i: -real(i, 0.25))[:4]
+
+    def accuracy(index, budget):
+        if budget == 0.25 and index == failed:
+            return math.nan
+        if budget == 0.25 and index in tied[2:]:  # the 3rd and 4th best tie at the cut
+            return real(tied[2], 0.25)
+        return real(index, budget)
+
+    monkeypatch.setattr(here, "accuracy", accuracy)
+    summary = run_search(halving_cfg(compose_cfg, *args), tmp_path / "cut")
+    kept = summary["rungs"][1]["candidates"]
+    expected = sorted(i for i in pool if i != failed and accuracy(i, 0.25) >= accuracy(tied[2], 0.25))
+    assert kept == expected and len(kept) == (4 if failed not in tied else 3)
+    assert summary["study_trials"] == {"complete": len(kept), "pruned": 9 - 1 - len(kept), "fail": 1}
