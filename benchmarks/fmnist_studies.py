@@ -343,13 +343,16 @@ def planned_epochs(args, preset: dict, study: str) -> float | None:
 
 
 def trainings(folder: Path) -> list[tuple[float, float]]:
-    """(epochs, seconds) of each finished training under `folder`. A fractional budget's run is named by
-    kss.tasks.fidelity.budget_tag (`_e1_f0.3`: one epoch on 30% of the batches)."""
-    done = []
-    for path in folder.rglob("metrics.json"):
-        m = json.loads(path.read_text())
-        if m.get("train_seconds") is None:
+    """(epochs, seconds) of each finished training under `folder`, once however many copies (reuse_rungs).
+    A fractional budget's run is named by kss.tasks.fidelity.budget_tag (`_e1_f0.3`: one epoch on 30% of the
+    batches)."""
+    done, seen = [], set()
+    for path in sorted(folder.rglob("metrics.json")):
+        text = path.read_text()
+        m = json.loads(text)
+        if m.get("train_seconds") is None or (path.parent.name, text) in seen:  # a copy keeps its run's name
             continue
+        seen.add((path.parent.name, text))
         tag = re.search(r"_e(\d+)_f([\d.]+)", path.parent.name)
         done.append((int(tag[1]) * float(tag[2]) if tag else m["epochs"], m["train_seconds"]))
     return done

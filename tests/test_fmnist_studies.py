@@ -271,6 +271,11 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     write(final, {"epochs": 2, "train_seconds": 1200.0})  # a full-epoch run: its epochs as they are
     assert fs.trained(a.out / fs.STUDIES["select"]) == (2.0, 1200.0)
     assert fs.seconds_per_epoch(tmp_path / "nothing_yet") is None
+    reused = a.out / fs.STUDIES["select"] / "halving_sync" / "rungs" / "0_e1_f0.111" / "metrics.json"
+    write(a.out / fs.STUDIES["select"] / "halving" / "rungs" / "0_e1_f0.111" / "metrics.json",
+          finished_training(0.5) | {"epochs": 1, "train_seconds": 90.0})
+    fs.reuse_rungs(a.out / fs.STUDIES["select"])
+    assert reused.exists() and fs.trained(a.out / fs.STUDIES["select"]) == (pytest.approx(2.111), 1290.0)  # once
     write(tmp_path / "stopped" / "run" / "metrics.json", {"epochs": 0, "train_seconds": 30.0})  # stopped in epoch 1
     assert fs.seconds_per_epoch(tmp_path / "stopped") is None
 
