@@ -203,6 +203,11 @@ def _frozen(study, number: int):
     return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
+def _snapshot(study) -> dict:
+    """The study's trials by number, read once (a whole rung's lookups from one read)."""
+    return {t.number: t for t in study.get_trials(deepcopy=False)}
+
+
 def decide(study, trial, rung: int, value: float, eta: int) -> str:
     """'promoted' or 'pruned' at `rung`, asked of Optuna's pruner once and kept in the trial's user attrs."""
     frozen = _frozen(study, trial.number)
@@ -307,8 +312,9 @@ def run_rungs(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict
               if (trial := open_trial(study, out_dir, position, candidate, trials)) is not None]
     last = len(hs.budgets) - 1
     for rung in range(len(hs.budgets)):
+        frozen = _snapshot(study)
         alive = [(t, c) for t, c in opened
-                 if all(_frozen(study, t.number).user_attrs.get(f"rung_{r}") == "promoted" for r in range(rung))]
+                 if all(frozen[t.number].user_attrs.get(f"rung_{r}") == "promoted" for r in range(rung))]
         if not alive:
             break
         values = [rung_value(hs, tcfg, out_dir, study, t, c, rung, kernels, f"{i + 1} of {len(alive)} at this rung")
@@ -319,11 +325,11 @@ def run_rungs(hs: HalvingSetup, tcfg: DictConfig, out_dir: Path, pool: list[dict
             break
         # the whole rung, also its trials pruned before an interruption; a failed training (no accuracy) counts
         # in n as the worst, so one failure does not shrink the top n // eta
-        step = hs.eta**rung
+        step, frozen = hs.eta**rung, _snapshot(study)
         competing = [v if math.isfinite(v) else -math.inf
-                     for t in study.get_trials(deepcopy=False) if (v := t.intermediate_values.get(step)) is not None]
+                     for t in frozen.values() if (v := t.intermediate_values.get(step)) is not None]
         for (trial, _), value in zip(alive, values):
-            decision = _frozen(study, trial.number).user_attrs.get(f"rung_{rung}")
+            decision = frozen[trial.number].user_attrs.get(f"rung_{rung}")
             if decision is None:
                 promoted = math.isfinite(value) and _is_trial_promotable_to_next_rung(value, competing, hs.eta,
                                                                                       study.direction)
