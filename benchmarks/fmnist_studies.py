@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {"calibrate": "fmnist_calibration", "proxy": "fmnist_proxy60", "select": "fmnist_selection"}
 SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.jsonl", "picks.json", "calibration.json",
          "calibration.md", "calibration.png", "calibration_so_far.md", "calibration_so_far.json", "calibration_so_far.png",
-         "proxy.json", "proxy.md", "proxy.csv", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "halving.md",
+         "proxy.json", "proxy.md", "proxy.csv", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "proxy_so_far.json",
+         "proxy_so_far.md", "proxy_so_far_regret.png", "halving.md",
          "selection.json", "selection.md")
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
 SYNC_SECONDS = 60
@@ -386,6 +387,18 @@ def left_line(args, preset: dict, study: str) -> str:
     return line
 
 
+def interim_line(folder: Path) -> str:
+    """R's and the parameter count's tau so far, from the proxy study's interim report (when it wrote one)."""
+    if not (path := folder / "proxy_so_far.json").exists():
+        return ""
+    result = json.loads(path.read_text())
+    pooled = result["correlations"].get("pooled", {})
+    shown = [f"tau({name}) {stat['tau']:+.2f} [{stat['tau_ci'][0]:+.2f}, {stat['tau_ci'][1]:+.2f}]"
+             for name, stat in pooled.items() if name in ("hamming", "params")
+             and stat["tau"] is not None and None not in stat["tau_ci"]]
+    return f"; so far on {result['n']} architectures: {', '.join(shown) or 'no tau yet'} (proxy_so_far.md)"
+
+
 def status(args, preset: dict) -> None:
     for study, folder in STUDIES.items():
         restore(args.results / folder, args.out / folder)
@@ -398,7 +411,7 @@ def status(args, preset: dict) -> None:
         more = " (then the final trainings)" if study == "select" and len(steps) == len(select_search_plan(args, preset)) else ""
         trainings = len(list((args.out / folder).rglob("metrics.json")))
         print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}"
-              f"{left_line(args, preset, study)}; "
+              f"{left_line(args, preset, study)}{interim_line(args.out / folder) if study == 'proxy' else ''}; "
               f"continue with: python benchmarks/fmnist_studies.py {study}" + ("" if args.preset == "fmnist" else
                                                                                 f" --preset {args.preset}"))
 

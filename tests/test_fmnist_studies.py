@@ -64,11 +64,12 @@ def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwr
         db.execute("create table trials (number int)")
         db.execute("insert into trials values (7)")
     (out / "calibration_so_far.png").write_bytes(b"\x89PNG plot")  # the plots go with their tables
+    (out / "proxy_so_far_regret.png").write_bytes(b"\x89PNG plot")
     (out / "train" / "a" / "csv" / "curves.png").write_bytes(b"\x89PNG")  # not a study's plot
-    assert fs.save(out, docs) == 5 and fs.save(out, docs) == 0  # unchanged files are not copied again
+    assert fs.save(out, docs) == 6 and fs.save(out, docs) == 0  # unchanged files are not copied again
     kept = sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file())
     assert kept == ["calibration_so_far.png", "halving/genotypes/3.json", "halving/search.json", "halving/study.db",
-                    "train/a/metrics.json"]
+                    "proxy_so_far_regret.png", "train/a/metrics.json"]
     with sqlite3.connect(docs / "halving" / "study.db") as db:
         assert db.execute("select number from trials").fetchall() == [(7,)]
 
@@ -80,7 +81,7 @@ def test_save_keeps_finished_records_and_restore_brings_them_back_without_overwr
 
     fresh = tmp_path / "new_machine" / "study"
     write(fresh / "halving" / "search.json", {"best_index": 9})  # a local file is never overwritten
-    assert fs.restore(docs, fresh) == 4
+    assert fs.restore(docs, fresh) == 5
     assert fs.save(fresh, docs) == 1  # only the local search.json goes back: restored records keep their times
     assert json.loads((fresh / "train" / "a" / "metrics.json").read_text())["best_val_acc"] == 0.5
     assert json.loads((fresh / "halving" / "search.json").read_text())["best_index"] == 9
@@ -278,6 +279,13 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     assert reused.exists() and fs.trained(a.out / fs.STUDIES["select"]) == (pytest.approx(2.111), 1290.0)  # once
     write(tmp_path / "stopped" / "run" / "metrics.json", {"epochs": 0, "train_seconds": 30.0})  # stopped in epoch 1
     assert fs.seconds_per_epoch(tmp_path / "stopped") is None
+
+    proxy = a.out / fs.STUDIES["proxy"]
+    assert fs.interim_line(proxy) == ""
+    tau = {"hamming": {"tau": 0.1, "tau_ci": [-0.2, 0.4]}, "naswot": {"tau": 0.3, "tau_ci": [0.0, 0.5]},
+           "params": {"tau": -0.05, "tau_ci": [None, None]}}  # an undefined interval is not printed
+    write(proxy / "proxy_so_far.json", {"n": 20, "correlations": {"pooled": tau}})
+    assert fs.interim_line(proxy) == "; so far on 20 architectures: tau(hamming) +0.10 [-0.20, +0.40] (proxy_so_far.md)"
 
 
 def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):

@@ -31,6 +31,7 @@ from kss.study.stats import (attenuation_ceiling, averaged_reliability, collapse
 
 PROXIES = ("hamming", "naswot", "params", "random")
 COVARIATES = ("params", "conv_edges")  # what "R measures size" would be: partial taus given these
+SO_FAR = "proxy_so_far"  # the statistics of a study still training
 PICKS = "picks.json"
 
 
@@ -39,6 +40,19 @@ def spread(items: list[dict], n: int, key: str) -> list[dict]:
     ranked = sorted(items, key=lambda r: (r[key], r["index"]))
     positions = np.unique(np.linspace(0, len(ranked) - 1, n).round().astype(int))
     return [ranked[p] for p in positions]
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """0 .. n-1 in an order whose every prefix spreads over the range: the two ends, then each time the
+    position farthest from those taken (the lowest on a tie). Picks are in score order, so a study stopped
+    part way has trained a spread of its scores, not only its lowest."""
+    order = [0, n - 1][:n] if n > 1 else list(range(n))
+    gap = [min(i, n - 1 - i) for i in range(n)]  # distance to the nearest position taken
+    while len(order) < n:
+        far = max(range(n), key=lambda i: (gap[i], -i))
+        order.append(far)
+        gap = [min(g, abs(i - far)) for i, g in enumerate(gap)]
+    return order
 
 
 def pick_spread(records: list[dict], n: int) -> list[dict]:
@@ -208,6 +222,25 @@ def study_statistics(rows: list[dict], seed_noise: dict, base_seed: int, long_ep
         "regret_curves": regret_curves(archs),
         "budget": budget_check(archs, long_epochs, resamples, seed),
     }
+
+
+def write_so_far(out_dir: Path, rows: list[dict], seed_noise: dict, settings: dict, total: int, resamples: int,
+                 seed: int) -> None:
+    """proxy_so_far.json / .md / _regret.png: the statistics of the trainings finished so far (rewritten after
+    each new one), so a study that runs for days can be read, and a stopped one is not a blank."""
+    trained = [r for r in rows if r.get("val_acc") is not None]
+    if len(trained) < 3:
+        return
+    done = len(trained) + sum(len(noise["val_acc"]) - 1 for noise in seed_noise.values())
+    result = {"settings": settings | {"bootstrap": resamples}, "trainings_done": done, "trainings_planned": total,
+              **study_statistics(trained, seed_noise, seed, settings["long_epochs"], resamples, seed),
+              "seed_noise": seed_noise}
+    write_json(out_dir / f"{SO_FAR}.json", result)
+    heading = (f"# Interim: {done} of {total} trainings finished\n\nThe study is not finished: these statistics are "
+               "of the architectures trained so far (trained in an order spread over the score range), with "
+               f"{resamples} bootstrap resamples; proxy.md supersedes them when it ends.\n\n")
+    (out_dir / f"{SO_FAR}.md").write_text(heading + summary_markdown(result, regret_png=f"{SO_FAR}_regret.png"))
+    plot_regret(out_dir / f"{SO_FAR}_regret.png", result["regret_curves"], _budget_text(settings))
 
 
 def write_outputs(out_dir: Path, rows: list[dict], result: dict) -> None:

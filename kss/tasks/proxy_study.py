@@ -27,13 +27,15 @@ from kss.search.loop import search
 from kss.search.records import CANDIDATES, read_candidates
 from kss.search.setup import check_batch_fits
 from kss.space.genotype import genotype_key
-from kss.study.proxy import COVARIATES, PICKS, PROXIES, pick_spread, seed_noise_rows, spread, study_statistics, write_outputs
+from kss.study.proxy import (COVARIATES, PICKS, PROXIES, coarse_to_fine, pick_spread, seed_noise_rows, spread,
+                             study_statistics, write_outputs, write_so_far)
 from kss.tasks.fidelity import budget_job
 from kss.tasks.search import refuse_shards, setup_from_config
-from kss.tasks.train import run_train
+from kss.tasks.train import METRICS, run_train
 from kss.tracking import image, table, wandb_run
 
 log = logging.getLogger(__name__)
+SO_FAR_RESAMPLES = 1000
 
 
 def check_study(cfg: DictConfig, kernel_sets: list) -> None:
@@ -88,8 +90,9 @@ def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> 
     return picks
 
 
-def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> float | None:
-    """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable)."""
+def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> tuple[float | None, bool]:
+    """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable), and whether it was
+    trained now (False: a finished run reported)."""
     tag = f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
     genotype_file = out_dir / "genotypes" / f"{tag}.json"
     genotype_file.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +100,9 @@ def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: in
         write_json(genotype_file, pick["genotype"])
     job = budget_job(cfg, genotype_file, pick["kernels"], seed, epochs, cfg.proxy.train_fraction, group=cfg.name)
     # the budget is in the name: trainer.limit_train_batches is not among a run's settings
-    metrics = run_train(job, out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}")
-    return metrics.get("best_val_acc")
+    run_dir = out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}"
+    finished = (run_dir / METRICS).exists()
+    return run_train(job, run_dir).get("best_val_acc"), not finished
 
 
 def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
@@ -120,39 +124,45 @@ def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
         done += 1
         log.info("proxy study: training %d of %d (%s)", done, total, what)
 
-    rows = []
-    for pick in picks:
-        progress(f"{pick['kernel_set']} #{pick['index']}")
-        rows.append(pick | {"val_acc": train_pick(cfg, out_dir, pick, cfg.seed, p.epochs)})
-
+    long_epochs = p.epochs * p.long_factor
+    settings = {"kernel_sets": kernel_sets, "per_set": p.per_set, "iters": cfg.iters, "epochs": p.epochs,
+                "train_fraction": p.train_fraction, "long_epochs": long_epochs, "seeds": p.seeds,
+                "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed, "bootstrap": p.bootstrap}
+    rows = [pick | {"val_acc": None, "val_acc_long": None} for pick in picks]  # in pick order: the statistics' order
     seed_noise = {}
+
+    def so_far() -> None:  # interim statistics after each new training (fewer resamples: they are rewritten often)
+        write_so_far(out_dir, rows, seed_noise, settings, total, min(p.bootstrap, SO_FAR_RESAMPLES), cfg.seed)
+
+    for i in coarse_to_fine(len(rows)):
+        progress(f"{rows[i]['kernel_set']} #{rows[i]['index']}")
+        rows[i]["val_acc"], trained = train_pick(cfg, out_dir, rows[i], cfg.seed, p.epochs)
+        if trained:
+            so_far()
+
     noisy = seed_noise_rows(rows, p.get("seed_archs", 2))  # the top-scored, the median, then spread
     for label, row in noisy:
-        runs = {cfg.seed: row["val_acc"]}
+        runs, trained = {cfg.seed: row["val_acc"]}, False
         for extra in range(1, p.seeds):
             progress(f"{label}, seed {cfg.seed + extra}")
-            runs[cfg.seed + extra] = train_pick(cfg, out_dir, row, cfg.seed + extra, p.epochs)
+            runs[cfg.seed + extra], now = train_pick(cfg, out_dir, row, cfg.seed + extra, p.epochs)
+            trained |= now
         runs = {s: a for s, a in runs.items() if a is not None}
         accs = list(runs.values())
         seed_noise[label] = {"kernel_set": row["kernel_set"], "index": row["index"], "seeds": list(runs),
                              "val_acc": accs, "mean": statistics.fmean(accs),
                              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+        if trained:
+            so_far()
 
     # Budget: a subset spread over the score range, trained long_factor x longer.
-    long_epochs = p.epochs * p.long_factor
-    for row in rows:
-        row["val_acc_long"] = None
-    long_rows = spread(rows, min(p.long_archs, len(rows)), "hamming")
-    for row in long_rows:  # the same dicts as in rows: their long accuracy shows in proxy.csv
+    for row in spread(rows, min(p.long_archs, len(rows)), "hamming"):  # the same dicts as in rows: in proxy.csv
         progress(f"{row['kernel_set']} #{row['index']}, {long_epochs} epochs")
-        row["val_acc_long"] = train_pick(cfg, out_dir, row, cfg.seed, long_epochs)
+        row["val_acc_long"], _ = train_pick(cfg, out_dir, row, cfg.seed, long_epochs)
 
     log.info("proxy study: statistics (%d bootstrap resamples per interval)", p.bootstrap)
     result = {
-        "settings": {"kernel_sets": kernel_sets, "per_set": p.per_set, "iters": cfg.iters, "epochs": p.epochs,
-                     "train_fraction": p.train_fraction, "long_epochs": long_epochs, "seeds": p.seeds,
-                     "dataset": cfg.dataset.name, "model": C.model_fields(cfg), "seed": cfg.seed,
-                     "bootstrap": p.bootstrap},
+        "settings": settings,
         **study_statistics(rows, seed_noise, cfg.seed, long_epochs, p.bootstrap, cfg.seed),
         "seed_noise": seed_noise,
     }

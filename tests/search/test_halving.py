@@ -469,8 +469,8 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
     calls = []
 
     def train_pick(cfg, out_dir, pick, seed, epochs):
-        calls.append((pick["kernel_set"], pick["index"], seed, epochs))
-        return 0.3 + 0.01 * pick["index"] + 0.001 * seed
+        calls.append((pick["hamming"], seed, epochs))
+        return 0.3 + 0.01 * pick["index"] + 0.001 * seed, True
 
     monkeypatch.setattr(kss.tasks.proxy_study, "train_pick", train_pick)
     overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
@@ -481,6 +481,10 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
     assert len({(n["kernel_set"], n["index"]) for n in noisy.values()}) == 4
     assert all(n["seeds"] == [0, 1, 2] for n in noisy.values())
     assert len(calls) == 6 + 4 * 2 and result["reliability"]["seeds"] == [3] * result["reliability"]["replicated"]
+    scores = sorted(score for score, _, _ in calls[:6])
+    assert [score for score, _, _ in calls[:2]] == [scores[0], scores[-1]]  # the lowest and the best R first
+    so_far = json.loads((tmp_path / "proxy_so_far.json").read_text())
+    assert so_far["trainings_done"] == so_far["trainings_planned"] == 14 and so_far["n"] == 6
     with pytest.raises(KssError, match="seed_archs must be >= 2"):
         kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kss.errors import KssError
-from kss.study.proxy import pick_spread
+from kss.study.proxy import coarse_to_fine, pick_spread
 from kss.tasks.proxy import run_proxy
 from kss.study.stats import paired_difference, rank_correlations
 
@@ -76,6 +76,19 @@ def test_a_genotype_drawn_twice_is_picked_once_with_its_first_score():
         pick_spread(records(scores, {3: 1, 5: 1}), 6)
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 64])
+def test_the_training_order_spreads_every_prefix(n):
+    """Every position once, the ends first, and each prefix of k leaves no gap wider than twice the even
+    spacing (n - 1) / (k - 1): a study stopped after k trainings has a spread, not its lowest scores."""
+    order = coarse_to_fine(n)
+    assert sorted(order) == list(range(n)) and order[:2] == ([0, n - 1] if n > 1 else list(range(n)))
+    for k in range(2, n + 1):
+        taken = sorted(order[:k])
+        assert max(b - a for a, b in itertools.pairwise(taken)) <= 2 * (n - 1) / (k - 1)
+    if n == 5:
+        assert order == [0, 4, 2, 1, 3]
+
+
 def test_bad_picks():
     with pytest.raises(KssError, match="scored no candidate"):
         pick_spread(records([None, None]), 2)
@@ -124,6 +137,11 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
     assert len(result["seed_noise"]["top_scored"]["val_acc"]) == 2
     assert result["budget"]["n"] == 3 and result["budget"]["epochs"] == 2
     assert json.loads((tmp_path / "proxy.json").read_text())["n"] == 4
+    # the interim report, last written after the seed trainings (the long ones do not rewrite it)
+    so_far = json.loads((tmp_path / "proxy_so_far.json").read_text())
+    assert so_far["n"] == 4 and so_far["trainings_done"] == 4 + 2 and so_far["trainings_planned"] == 4 + 2 + 3
+    assert "Interim: 6 of 9 trainings finished" in (tmp_path / "proxy_so_far.md").read_text()
+    (tmp_path / "proxy_so_far.json").unlink()
     # test=false: no training of the study ever looked at the test split
     for metrics in tmp_path.glob("train/*/metrics.json"):
         assert json.loads(metrics.read_text())["test_acc"] is None
@@ -139,6 +157,7 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(kss.tasks.proxy_study, "evaluate_candidate", fail)
     again = run_proxy(cfg, tmp_path)
     assert again["correlations"] == result["correlations"]
+    assert not (tmp_path / "proxy_so_far.json").exists()  # nothing trained: no interim report rewritten
 
 
 def cell(*ops):
