@@ -15,6 +15,7 @@ ceiling it puts on any tau; best-of-k regret curves against random selection (pr
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -236,9 +237,12 @@ def write_so_far(out_dir: Path, rows: list[dict], seed_noise: dict, settings: di
               **study_statistics(trained, seed_noise, seed, settings["long_epochs"], resamples, seed),
               "seed_noise": seed_noise}
     write_json(out_dir / f"{SO_FAR}.json", result)
+    gap = max((len(list(run)) for untrained, run in itertools.groupby(rows, key=lambda r: r.get("val_acc") is None)
+               if untrained), default=0)
     heading = (f"# Interim: {done} of {total} trainings finished\n\nThe study is not finished: these statistics are "
-               "of the architectures trained so far (trained in an order spread over the score range), with "
-               f"{resamples} bootstrap resamples; proxy.md supersedes them when it ends.\n\n")
+               f"of the {len(trained)} of {len(rows)} picks trained so far (trained in an order spread over the score "
+               f"range; the longest run of untrained picks in score order is {gap}), with {resamples} bootstrap "
+               "resamples; proxy.md supersedes them when it ends.\n\n")
     (out_dir / f"{SO_FAR}.md").write_text(heading + summary_markdown(result, regret_png=f"{SO_FAR}_regret.png"))
     plot_regret(out_dir / f"{SO_FAR}_regret.png", result["regret_curves"], _budget_text(settings))
 

@@ -132,7 +132,10 @@ def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
     seed_noise = {}
 
     def so_far() -> None:  # interim statistics after each new training (fewer resamples: they are rewritten often)
-        write_so_far(out_dir, rows, seed_noise, settings, total, min(p.bootstrap, SO_FAR_RESAMPLES), cfg.seed)
+        try:
+            write_so_far(out_dir, rows, seed_noise, settings, total, min(p.bootstrap, SO_FAR_RESAMPLES), cfg.seed)
+        except Exception as error:  # a report of partial data must not stop hours of training
+            log.warning("proxy study: the interim report failed (%s: %s); the trainings go on", type(error).__name__, error)
 
     for i in coarse_to_fine(len(rows)):
         progress(f"{rows[i]['kernel_set']} #{rows[i]['index']}")

@@ -485,6 +485,16 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
     assert [score for score, _, _ in calls[:2]] == [scores[0], scores[-1]]  # the lowest and the best R first
     so_far = json.loads((tmp_path / "proxy_so_far.json").read_text())
     assert so_far["trainings_done"] == so_far["trainings_planned"] == 14 and so_far["n"] == 6
+
+    def broken(*args, **kwargs):
+        raise ValueError("degenerate interim data")
+
+    monkeypatch.setattr(kss.tasks.proxy_study, "write_so_far", broken)  # the interim report never stops the study
+    calls.clear()
+    again = kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=3",
+                                                  "proxy.seed_archs=4", "proxy.long_archs=0", "proxy.bootstrap=50",
+                                                  config_name="proxy"), tmp_path / "again")
+    assert len(calls) == 14 and again["n"] == 6
     with pytest.raises(KssError, match="seed_archs must be >= 2"):
         kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
 

@@ -140,7 +140,8 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
     # the interim report, last written after the seed trainings (the long ones do not rewrite it)
     so_far = json.loads((tmp_path / "proxy_so_far.json").read_text())
     assert so_far["n"] == 4 and so_far["trainings_done"] == 4 + 2 and so_far["trainings_planned"] == 4 + 2 + 3
-    assert "Interim: 6 of 9 trainings finished" in (tmp_path / "proxy_so_far.md").read_text()
+    interim = (tmp_path / "proxy_so_far.md").read_text()
+    assert "Interim: 6 of 9 trainings finished" in interim and "untrained picks in score order is 0" in interim
     (tmp_path / "proxy_so_far.json").unlink()
     # test=false: no training of the study ever looked at the test split
     for metrics in tmp_path.glob("train/*/metrics.json"):
@@ -226,6 +227,26 @@ def test_study_statistics_and_report(tmp_path):
     assert "| pooled | hamming | 12 |" in text and "Best-of-k regret" in text and "long - short" in text
     write_outputs(tmp_path, rows, result)
     assert {"proxy.csv", "proxy.json", "proxy.md", "proxy.png", "proxy_ranks.png", "proxy_regret.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_the_interim_report_is_of_the_trained_picks_and_says_what_is_missing(tmp_path):
+    from kss.study.proxy import write_so_far
+
+    rows, noise = synthetic_study()
+    for i in (2, 3, 4, 8):  # not trained yet: the longest untrained run in score order is 3
+        rows[i]["val_acc"] = None
+    settings = {"epochs": 1, "train_fraction": 0.5, "long_epochs": 3, "bootstrap": 10_000}
+    write_so_far(tmp_path, rows, {}, settings, total=20, resamples=50, seed=0)
+    result = json.loads((tmp_path / "proxy_so_far.json").read_text())
+    assert result["n"] == 8 and result["trainings_done"] == 9 and result["reliability"] is None  # 9 picks, 8 cells
+    assert result["settings"]["bootstrap"] == 50
+    text = (tmp_path / "proxy_so_far.md").read_text()
+    assert text.startswith("# Interim: 9 of 20 trainings finished") and "9 of 13 picks trained so far" in text
+    assert "longest run of untrained picks in score order is 3" in text and "50 resamples" in text
+    assert (tmp_path / "proxy_so_far_regret.png").read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "proxy_so_far.json").unlink()
+    write_so_far(tmp_path, rows[:4], {}, settings, total=20, resamples=50, seed=0)  # 2 trained: too few for a tau
+    assert not (tmp_path / "proxy_so_far.json").exists()
 
 
 def test_reanalyse_a_finished_study(tmp_path):
