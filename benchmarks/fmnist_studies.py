@@ -5,7 +5,8 @@
     python benchmarks/fmnist_studies.py select       # (c) halving winners (whole rungs; Optuna's async pruner) vs R-argmax
                                                      #     of 500 vs random vs smallest vs largest
     python benchmarks/fmnist_studies.py status       # what is finished, what is left, and the command that continues
-    python benchmarks/fmnist_studies.py save         # copy every finished record to docs/results now (before a stop)
+    python benchmarks/fmnist_studies.py save         # copy every finished record to docs/results now (before a stop),
+                                                     #     and the selection table of the final trainings so far
     (add --dry-run to print the commands instead of running them)
 
 Each study runs the project's own scripts (proxy.py, search.py, train.py) as subprocesses into
@@ -39,7 +40,7 @@ SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.json
          "calibration.md", "calibration.png", "calibration_so_far.md", "calibration_so_far.json", "calibration_so_far.png",
          "proxy.json", "proxy.md", "proxy.csv", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "proxy_so_far.json",
          "proxy_so_far.md", "proxy_so_far_regret.png", "halving.md",
-         "selection.json", "selection.md")
+         "selection.json", "selection.md", "selection_so_far.json", "selection_so_far.md")
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
 SYNC_SECONDS = 60
 
@@ -240,6 +241,8 @@ def selection_summary(args, preset: dict) -> dict:
             diffs[name] = paired_difference(pick(a), pick(b))
     return {"dataset": halving.get("dataset"), "kernel_set": halving.get("kernel_set"), "methods": rows,
             "minus_halving": diffs, "final_training": preset["final"],
+            "trainings_done": sum(len(row["seeds"]) for row in rows.values()),
+            "trainings_planned": len(METHODS) * len(preset["seeds"]),
             "winners": {name: h.get("best_index") for name, h in halvings.items()},
             "selection_cost": {**{f"{name}_training_epochs": h["training_epochs"] for name, h in halvings.items()},
                                **{f"{name}_train_seconds": h["search_seconds"] for name, h in halvings.items()},
@@ -247,7 +250,10 @@ def selection_summary(args, preset: dict) -> dict:
 
 
 def selection_markdown(summary: dict) -> str:
-    lines = [f"# Selection ({summary['dataset']}, {summary['kernel_set']}): which architecture trains best?", "",
+    done, planned = summary.get("trainings_done"), summary.get("trainings_planned")
+    interim = ([f"**Interim: {done} of {planned} final trainings finished**; a difference is paired over the seeds "
+                "both methods have so far.", ""] if done is not None and done < planned else [])
+    lines = [f"# Selection ({summary['dataset']}, {summary['kernel_set']}): which architecture trains best?", "", *interim,
              f"Each architecture trained with the same final budget ({' '.join(summary['final_training'])}) and the "
              "seeds listed; **test** accuracy (the selections saw only validation accuracy or nothing). Selection cost: "
              f"halving by whole rungs {summary['selection_cost']['halving_training_epochs']:.2f} training epochs "
@@ -265,7 +271,8 @@ def selection_markdown(summary: dict) -> str:
         sd = "n/a" if row["sd"] is None else f"{100 * row['sd']:.2f}"
         diff = "-" if d is None else f"{100 * d['mean_diff']:+.2f} ± {100 * d['std_diff']:.2f}"
         p = "-" if d is None else f"{d['p_value']:.2g}"
-        lines.append(f"| {name} | {row['params']} | {len(row['seeds'])} | {mean} | {sd} | {diff} | {p} |")
+        params = "n/a" if row["params"] is None else row["params"]
+        lines.append(f"| {name} | {params} | {len(row['seeds'])} | {mean} | {sd} | {diff} | {p} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,12 +297,30 @@ def run_step(step: Step, args, study: str) -> None:
         raise SystemExit(f"{step.name} failed (exit {process.returncode}); rerun the same command to resume")
 
 
-def run_steps(steps: list[Step], args, study: str) -> None:
+def run_steps(steps: list[Step], args, study: str, after=None) -> None:
+    """Each step not yet done, then `after()` (when given) once it has run."""
     for step in steps:
         if step.done:
             print(f"{step.name}: done ({step.run_dir / step.done_file})")
         else:
             run_step(step, args, study)
+            if after and not args.dry_run:
+                after()
+
+
+def write_selection(args, preset: dict) -> Path | None:
+    """selection.md/.json in docs/results once every final training is finished, selection_so_far.md/.json
+    before (from the finished ones); None while the searches run or before any final training."""
+    out = args.out / STUDIES["select"]
+    if not all(s.done for s in select_search_plan(args, preset)) or not any((out / "final").glob("*/metrics.json")):
+        return None
+    summary = selection_summary(args, preset)
+    name = "selection" if summary["trainings_done"] == summary["trainings_planned"] else "selection_so_far"
+    target = args.results / STUDIES["select"]
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (target / f"{name}.md").write_text(selection_markdown(summary))
+    return target / f"{name}.md"
 
 
 def plan_of(args, preset: dict, study: str) -> list[Step]:
@@ -434,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.study == "save":  # the runners save every minute; this is for the last minute before a stop
         for folder in STUDIES.values():
             print(f"saved {save(args.out / folder, args.results / folder)} file(s) to {args.results / folder}")
+        if table := write_selection(args, preset):
+            print(f"wrote {table}")
         return
     folder = STUDIES[args.study]
     print(f"restored {restore(args.results / folder, args.out / folder)} file(s) from {args.results / folder}")
@@ -447,14 +474,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"then: the final trainings of {', '.join(METHODS)} x seeds {preset['seeds']} "
                   f"({' '.join(preset['final'])})")
             return
-        run_steps(select_final_plan(args, preset), args, folder)
+        run_steps(select_final_plan(args, preset), args, folder, after=lambda: write_selection(args, preset))
         if not args.dry_run:
-            summary = selection_summary(args, preset)
-            target = args.results / folder
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "selection.json").write_text(json.dumps(summary, indent=2) + "\n")
-            (target / "selection.md").write_text(selection_markdown(summary))
-            print(f"wrote {target / 'selection.md'}")
+            print(f"wrote {write_selection(args, preset)}")
     else:
         run_steps(plan_of(args, preset, args.study), args, folder)
         if not args.dry_run:

@@ -166,11 +166,24 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     write(out / "search_r" / "search.json", {"iters": 4, "search_seconds": 60.0})
     write(out / "halving" / "search.json", {"best_index": 0, "training_epochs": 1.5, "search_seconds": 120.0})
     write(out / "halving_sync" / "search.json", {"best_index": 7, "training_epochs": 1.0, "search_seconds": 60.0})
+    assert fs.write_selection(a, fs.PRESETS["synthetic"]) is None  # no final training yet
     accs = {"halving": [0.80, 0.82], "halving_asha": [0.79, 0.80], "r_argmax": [0.70, 0.71], "random": [0.75, 0.78],
             "smallest": [0.6, 0.6], "largest": [0.81, 0.84]}
     for name, values in accs.items():
-        for seed, acc in enumerate(values):
-            write(out / "final" / f"{name}_seed{seed}" / "metrics.json", finished_training(acc + 0.01, seed))
+        write(out / "final" / f"{name}_seed0" / "metrics.json", finished_training(values[0] + 0.01, 0))
+    write(out / "final" / "halving_seed1" / "metrics.json", finished_training(accs["halving"][1] + 0.01, 1))
+    interim = fs.write_selection(a, fs.PRESETS["synthetic"])  # 7 of 12: the table so far, no difference yet
+    assert interim.name == "selection_so_far.md" and not (a.results / fs.STUDIES["select"] / "selection.md").exists()
+    text = interim.read_text()
+    assert "**Interim: 7 of 12 final trainings finished**" in text and "| halving | 100 | 2 | 81.00 |" in text
+    assert "| r_argmax | 100 | 1 | 70.00 | n/a | - | - |" in text
+    (out / "final" / "random_seed0" / "metrics.json").unlink()
+    assert "| random | n/a | 0 | n/a | n/a | - | - |" in fs.write_selection(a, fs.PRESETS["synthetic"]).read_text()
+    write(out / "final" / "random_seed0" / "metrics.json", finished_training(accs["random"][0] + 0.01, 0))
+    for name, values in accs.items():
+        write(out / "final" / f"{name}_seed1" / "metrics.json", finished_training(values[1] + 0.01, 1))
+    final = fs.write_selection(a, fs.PRESETS["synthetic"])
+    assert final.name == "selection.md" and "Interim" not in final.read_text()
     summary = fs.selection_summary(a, fs.PRESETS["synthetic"])
     assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
     assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)
