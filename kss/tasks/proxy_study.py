@@ -90,17 +90,24 @@ def collect_picks(cfg: DictConfig, out_dir: Path, kernel_sets: list, device) -> 
     return picks
 
 
+def _tag(pick: dict) -> str:
+    return f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
+
+
+def pick_run_dir(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> Path:
+    # the budget is in the name: trainer.limit_train_batches is not among a run's settings
+    return out_dir / "train" / f"{_tag(pick)}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}"
+
+
 def train_pick(cfg: DictConfig, out_dir: Path, pick: dict, seed: int, epochs: int) -> tuple[float | None, bool]:
     """Validation accuracy of one pick after a fixed budget (kss.tasks.train; resumable), and whether it was
     trained now (False: a finished run reported)."""
-    tag = f"{C.setting_tag(pick['kernels'])}_{pick['index']}"
-    genotype_file = out_dir / "genotypes" / f"{tag}.json"
+    genotype_file = out_dir / "genotypes" / f"{_tag(pick)}.json"
     genotype_file.parent.mkdir(parents=True, exist_ok=True)
     if not genotype_file.exists():
         write_json(genotype_file, pick["genotype"])
     job = budget_job(cfg, genotype_file, pick["kernels"], seed, epochs, cfg.proxy.train_fraction, group=cfg.name)
-    # the budget is in the name: trainer.limit_train_batches is not among a run's settings
-    run_dir = out_dir / "train" / f"{tag}_e{epochs}_f{cfg.proxy.train_fraction:g}_seed{seed}"
+    run_dir = pick_run_dir(cfg, out_dir, pick, seed, epochs)
     finished = (run_dir / METRICS).exists()
     return run_train(job, run_dir).get("best_val_acc"), not finished
 
@@ -137,7 +144,10 @@ def run_study(cfg: DictConfig, out_dir: Path, kernel_sets: list) -> dict:
         except Exception as error:  # a report of partial data must not stop hours of training
             log.warning("proxy study: the interim report failed (%s: %s); the trainings go on", type(error).__name__, error)
 
-    for i in coarse_to_fine(len(rows)):
+    # the finished trainings are read first, so the interim report after the first new one includes them all
+    order = coarse_to_fine(len(rows))
+    finished = [i for i in order if (pick_run_dir(cfg, out_dir, rows[i], cfg.seed, p.epochs) / METRICS).exists()]
+    for i in finished + [i for i in order if i not in finished]:
         progress(f"{rows[i]['kernel_set']} #{rows[i]['index']}")
         rows[i]["val_acc"], trained = train_pick(cfg, out_dir, rows[i], cfg.seed, p.epochs)
         if trained:

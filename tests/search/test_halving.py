@@ -499,6 +499,46 @@ def test_the_study_retrains_seed_archs_architectures_with_every_seed(compose_cfg
         kss.tasks.proxy.run_proxy(compose_cfg(*overrides, "proxy.seed_archs=1", config_name="proxy"), tmp_path / "bad")
 
 
+def test_a_resumed_study_reads_its_finished_trainings_before_training_more(compose_cfg, tmp_path, monkeypatch):
+    """The finished trainings are read first, so the first interim report after a resume covers every one of
+    them; the new trainings follow in coarse-to-fine order."""
+    import kss.tasks.proxy
+    import kss.tasks.proxy_study
+    from kss.study.proxy import coarse_to_fine
+    from kss.tasks.proxy_study import pick_run_dir
+
+    calls, interim = [], []
+
+    def train_pick(cfg, out_dir, pick, seed, epochs):
+        done = pick_run_dir(cfg, out_dir, pick, seed, epochs) / "metrics.json"
+        calls.append((pick["index"], not done.exists()))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text("{}")
+        return 0.3 + 0.01 * pick["index"], calls[-1][1]
+
+    real = kss.tasks.proxy_study.write_so_far
+
+    def recorded(out_dir, rows, *args):
+        interim.append(sum(row["val_acc"] is not None for row in rows))
+        real(out_dir, rows, *args)
+
+    monkeypatch.setattr(kss.tasks.proxy_study, "train_pick", train_pick)
+    monkeypatch.setattr(kss.tasks.proxy_study, "write_so_far", recorded)
+    overrides = [o for o in CALIBRATION if not o.startswith(("proxy.", "kernel_sets="))]
+    cfg = compose_cfg(*overrides, "kernel_sets=[set3]", "proxy.per_set=6", "proxy.seeds=1", "proxy.long_archs=0",
+                      "proxy.bootstrap=50", config_name="proxy")
+    kss.tasks.proxy.run_proxy(cfg, tmp_path)
+    picks = json.loads((tmp_path / "picks.json").read_text())["picks"]
+    assert [index for index, _ in calls] == [picks[i]["index"] for i in coarse_to_fine(6)] and interim == [1, 2, 3, 4, 5, 6]
+    for i in (1, 2, 4):  # three trainings lost (never finished): the other three are kept
+        (pick_run_dir(cfg, tmp_path, picks[i], 0, 1) / "metrics.json").unlink()
+    calls.clear(), interim.clear()
+    kss.tasks.proxy.run_proxy(cfg, tmp_path)
+    kept = [i for i in coarse_to_fine(6) if i not in (1, 2, 4)]
+    assert calls == [(picks[i]["index"], False) for i in kept] + [(picks[i]["index"], True) for i in (2, 1, 4)]
+    assert interim == [4, 5, 6]  # the first report after the resume already holds the three kept ones
+
+
 def test_calibration_plot_draws_partial_and_failed_budgets(tmp_path):
     """A budget whose reliability could not be computed, one with a wild interval and an architecture with one
     finished run are drawn (or skipped) without error; the seed panel spans the accuracies."""
