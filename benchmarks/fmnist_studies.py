@@ -309,18 +309,32 @@ def run_steps(steps: list[Step], args, study: str, after=None) -> None:
 
 
 def write_selection(args, preset: dict) -> Path | None:
-    """selection.md/.json in docs/results once every final training is finished, selection_so_far.md/.json
-    before (from the finished ones); None while the searches run or before any final training."""
+    """selection.md/.json once every final training is finished, selection_so_far.md/.json before (from the
+    finished ones), written into the study's output folder and saved to docs/results like every record (so a
+    sync never copies an older table back over it); None while the searches run or before any final training."""
     out = args.out / STUDIES["select"]
     if not all(s.done for s in select_search_plan(args, preset)) or not any((out / "final").glob("*/metrics.json")):
         return None
     summary = selection_summary(args, preset)
-    name = "selection" if summary["trainings_done"] == summary["trainings_planned"] else "selection_so_far"
-    target = args.results / STUDIES["select"]
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (target / f"{name}.md").write_text(selection_markdown(summary))
-    return target / f"{name}.md"
+    finished = summary["trainings_done"] == summary["trainings_planned"]
+    name = "selection" if finished else "selection_so_far"
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{name}.md").write_text(selection_markdown(summary))
+    if finished:  # the interim table is superseded
+        for stale in (f"selection_so_far.{ext}" for ext in ("json", "md")):
+            for folder in (out, args.results / STUDIES["select"]):
+                (folder / stale).unlink(missing_ok=True)
+    save(out, args.results / STUDIES["select"])
+    return args.results / STUDIES["select"] / f"{name}.md"
+
+
+def interim_selection(args, preset: dict) -> None:
+    """After each final training: the table so far; a failure here is reported, never stops the trainings."""
+    try:
+        write_selection(args, preset)
+    except Exception as error:  # an interim table must not end hours of training
+        print(f"warning: the interim selection table failed ({type(error).__name__}: {error}); the trainings go on",
+              file=sys.stderr, flush=True)
 
 
 def plan_of(args, preset: dict, study: str) -> list[Step]:
@@ -474,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"then: the final trainings of {', '.join(METHODS)} x seeds {preset['seeds']} "
                   f"({' '.join(preset['final'])})")
             return
-        run_steps(select_final_plan(args, preset), args, folder, after=lambda: write_selection(args, preset))
+        run_steps(select_final_plan(args, preset), args, folder, after=lambda: interim_selection(args, preset))
         if not args.dry_run:
             print(f"wrote {write_selection(args, preset)}")
     else:

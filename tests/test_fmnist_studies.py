@@ -133,6 +133,15 @@ def test_the_whole_rung_halving_reuses_the_async_ones_finished_rungs(tmp_path):
     assert fs.reuse_rungs(tmp_path / "nothing") == 0
 
 
+def test_a_failing_interim_selection_table_never_stops_the_trainings(tmp_path, monkeypatch, capsys):
+    def broken(*args):
+        raise KeyError("training_epochs")
+
+    monkeypatch.setattr(fs, "write_selection", broken)
+    fs.interim_selection(args(tmp_path), fs.PRESETS["synthetic"])
+    assert "warning: the interim selection table failed (KeyError" in capsys.readouterr().err
+
+
 def test_the_proxy_study_runs_at_the_calibrated_budget(tmp_path):
     a = args(tmp_path)
     with pytest.raises(SystemExit, match="no calibrated budget yet"):
@@ -182,8 +191,10 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     write(out / "final" / "random_seed0" / "metrics.json", finished_training(accs["random"][0] + 0.01, 0))
     for name, values in accs.items():
         write(out / "final" / f"{name}_seed1" / "metrics.json", finished_training(values[1] + 0.01, 1))
+    assert (out / "selection_so_far.md").read_text() == interim.read_text()  # written in outputs, saved to docs
     final = fs.write_selection(a, fs.PRESETS["synthetic"])
     assert final.name == "selection.md" and "Interim" not in final.read_text()
+    assert not interim.exists() and not (out / "selection_so_far.md").exists()  # superseded: removed
     summary = fs.selection_summary(a, fs.PRESETS["synthetic"])
     assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
     assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)

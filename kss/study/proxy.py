@@ -232,7 +232,7 @@ def write_so_far(out_dir: Path, rows: list[dict], seed_noise: dict, settings: di
     trained = [r for r in rows if r.get("val_acc") is not None]
     if len(trained) < 3:
         return
-    done = len(trained) + sum(len(noise["val_acc"]) - 1 for noise in seed_noise.values())
+    done = len(trained) + sum(len([s for s in noise.get("seeds", []) if s != seed]) for noise in seed_noise.values())
     result = {"settings": settings | {"bootstrap": resamples}, "trainings_done": done, "trainings_planned": total,
               **study_statistics(trained, seed_noise, seed, settings["long_epochs"], resamples, seed),
               "seed_noise": seed_noise}
@@ -240,9 +240,10 @@ def write_so_far(out_dir: Path, rows: list[dict], seed_noise: dict, settings: di
     gap = max((len(list(run)) for untrained, run in itertools.groupby(rows, key=lambda r: r.get("val_acc") is None)
                if untrained), default=0)
     heading = (f"# Interim: {done} of {total} trainings finished\n\nThe study is not finished: these statistics are "
-               f"of the {len(trained)} of {len(rows)} picks trained so far (trained in an order spread over the score "
-               f"range; the longest run of untrained picks in score order is {gap}), with {resamples} bootstrap "
-               "resamples; proxy.md supersedes them when it ends.\n\n")
+               f"of the {len(trained)} of {len(rows)} picks with an accuracy so far (trained in an order spread over the "
+               f"score range; the longest run of picks without one, untrained or failed, in pick order (score order "
+               f"within each kernel set) is {gap}), with {resamples} bootstrap resamples; proxy.md supersedes them "
+               "when it ends.\n\n")
     (out_dir / f"{SO_FAR}.md").write_text(heading + summary_markdown(result, regret_png=f"{SO_FAR}_regret.png"))
     plot_regret(out_dir / f"{SO_FAR}_regret.png", result["regret_curves"], _budget_text(settings))
 

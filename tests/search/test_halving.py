@@ -1,6 +1,7 @@
 """Multi-fidelity search (search.strategy=halving, kss.tasks.halving): successive halving over trained
 candidates, by whole rungs (mode=sync) or Optuna's SuccessiveHalvingPruner as it is (mode=async); and the budget calibration of the proxy study (proxy.calibrate=true, kss.tasks.calibration)."""
 
+import csv
 import json
 import math
 import subprocess
@@ -537,6 +538,8 @@ def test_a_resumed_study_reads_its_finished_trainings_before_training_more(compo
     kept = [i for i in coarse_to_fine(6) if i not in (1, 2, 4)]
     assert calls == [(picks[i]["index"], False) for i in kept] + [(picks[i]["index"], True) for i in (2, 1, 4)]
     assert interim == [4, 5, 6]  # the first report after the resume already holds the three kept ones
+    with open(tmp_path / "proxy.csv") as f:  # the statistics see the picks in pick order, whatever the training order
+        assert [int(row["index"]) for row in csv.DictReader(f)] == [pick["index"] for pick in picks]
 
 
 def test_calibration_plot_draws_partial_and_failed_budgets(tmp_path):

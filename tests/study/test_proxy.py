@@ -141,7 +141,7 @@ def test_tiny_study_end_to_end_and_resumes(compose_cfg, tmp_path, monkeypatch):
     so_far = json.loads((tmp_path / "proxy_so_far.json").read_text())
     assert so_far["n"] == 4 and so_far["trainings_done"] == 4 + 2 and so_far["trainings_planned"] == 4 + 2 + 3
     interim = (tmp_path / "proxy_so_far.md").read_text()
-    assert "Interim: 6 of 9 trainings finished" in interim and "untrained picks in score order is 0" in interim
+    assert "Interim: 6 of 9 trainings finished" in interim and "within each kernel set) is 0" in interim
     (tmp_path / "proxy_so_far.json").unlink()
     # test=false: no training of the study ever looked at the test split
     for metrics in tmp_path.glob("train/*/metrics.json"):
@@ -241,8 +241,8 @@ def test_the_interim_report_is_of_the_trained_picks_and_says_what_is_missing(tmp
     assert result["n"] == 8 and result["trainings_done"] == 9 and result["reliability"] is None  # 9 picks, 8 cells
     assert result["settings"]["bootstrap"] == 50
     text = (tmp_path / "proxy_so_far.md").read_text()
-    assert text.startswith("# Interim: 9 of 20 trainings finished") and "9 of 13 picks trained so far" in text
-    assert "longest run of untrained picks in score order is 3" in text and "50 resamples" in text
+    assert text.startswith("# Interim: 9 of 20 trainings finished") and "9 of 13 picks with an accuracy so far" in text
+    assert "untrained or failed, in pick order (score order within each kernel set) is 3" in text and "50 resamples" in text
     assert (tmp_path / "proxy_so_far_regret.png").read_bytes().startswith(b"\x89PNG")
     (tmp_path / "proxy_so_far.json").unlink()
     write_so_far(tmp_path, rows[:4], {}, settings, total=20, resamples=50, seed=0)  # 2 trained: too few for a tau
