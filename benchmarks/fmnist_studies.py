@@ -264,7 +264,8 @@ def selection_markdown(summary: dict) -> str:
              f"{summary['winners']['halving_asha']}; the two share their rung trainings), R search of "
              f"{summary['selection_cost']['r_search_candidates']} candidates "
              f"({summary['selection_cost']['r_search_seconds'] / 60:.0f} min).", "",
-             "| method | params | seeds | test acc mean | sd | minus halving (paired) | p |", "|---|---|---|---|---|---|---|"]
+             "| method | params | energy per image (uJ) | seeds | test acc mean | sd | minus halving (paired) | p |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, row in summary["methods"].items():
         d = summary["minus_halving"].get(name)
         mean = "n/a" if row["mean"] is None else f"{100 * row['mean']:.2f}"
@@ -272,7 +273,8 @@ def selection_markdown(summary: dict) -> str:
         diff = "-" if d is None else f"{100 * d['mean_diff']:+.2f} ± {100 * d['std_diff']:.2f}"
         p = "-" if d is None else f"{d['p_value']:.2g}"
         params = "n/a" if row["params"] is None else row["params"]
-        lines.append(f"| {name} | {params} | {len(row['seeds'])} | {mean} | {sd} | {diff} | {p} |")
+        energy = "n/a" if row["energy_uj"] is None else f"{row['energy_uj']:.1f}"  # of the first seed's trained network
+        lines.append(f"| {name} | {params} | {energy} | {len(row['seeds'])} | {mean} | {sd} | {diff} | {p} |")
     return "\n".join(lines) + "\n"
 
 

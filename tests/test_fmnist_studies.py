@@ -184,10 +184,10 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     interim = fs.write_selection(a, fs.PRESETS["synthetic"])  # 7 of 12: the table so far, no difference yet
     assert interim.name == "selection_so_far.md" and not (a.results / fs.STUDIES["select"] / "selection.md").exists()
     text = interim.read_text()
-    assert "**Interim: 7 of 12 final trainings finished**" in text and "| halving | 100 | 2 | 81.00 |" in text
-    assert "| r_argmax | 100 | 1 | 70.00 | n/a | - | - |" in text
+    assert "**Interim: 7 of 12 final trainings finished**" in text and "| halving | 100 | 1.0 | 2 | 81.00 |" in text
+    assert "| r_argmax | 100 | 1.0 | 1 | 70.00 | n/a | - | - |" in text
     (out / "final" / "random_seed0" / "metrics.json").unlink()
-    assert "| random | n/a | 0 | n/a | n/a | - | - |" in fs.write_selection(a, fs.PRESETS["synthetic"]).read_text()
+    assert "| random | n/a | n/a | 0 | n/a | n/a | - | - |" in fs.write_selection(a, fs.PRESETS["synthetic"]).read_text()
     write(out / "final" / "random_seed0" / "metrics.json", finished_training(accs["random"][0] + 0.01, 0))
     for name, values in accs.items():
         write(out / "final" / f"{name}_seed1" / "metrics.json", finished_training(values[1] + 0.01, 1))
@@ -201,7 +201,7 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     assert summary["minus_halving"]["largest"]["mean_diff"] == pytest.approx(0.015)
     assert summary["minus_halving"]["halving_asha"]["mean_diff"] == pytest.approx(-0.015)
     text = fs.selection_markdown(summary)
-    assert "| r_argmax | 100 | 2 | 70.50 |" in text and "-10.50" in text
+    assert "| r_argmax | 100 | 1.0 | 2 | 70.50 |" in text and "-10.50" in text
     assert "whole rungs 1.00 training epochs (1 min, winner candidate 7)" in text and "candidate 0;" in text
 
 
