@@ -40,7 +40,8 @@ SAVED = ("metrics.json", "search.json", "search_settings.json", "candidates.json
          "calibration.md", "calibration.png", "calibration_so_far.md", "calibration_so_far.json", "calibration_so_far.png",
          "proxy.json", "proxy.md", "proxy.csv", "proxy.png", "proxy_ranks.png", "proxy_regret.png", "proxy_so_far.json",
          "proxy_so_far.md", "proxy_so_far_regret.png", "halving.md",
-         "selection.json", "selection.md", "selection_so_far.json", "selection_so_far.md")
+         "selection.json", "selection.md", "selection.png", "selection_so_far.json", "selection_so_far.md",
+         "selection_so_far.png")
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb", "tensorboard", ".hydra")
 SYNC_SECONDS = 60
 
@@ -314,6 +315,8 @@ def write_selection(args, preset: dict) -> Path | None:
     """selection.md/.json once every final training is finished, selection_so_far.md/.json before (from the
     finished ones), written into the study's output folder and saved to docs/results like every record (so a
     sync never copies an older table back over it); None while the searches run or before any final training."""
+    from kss.study.plots import plot_accuracy_energy
+
     out = args.out / STUDIES["select"]
     if not all(s.done for s in select_search_plan(args, preset)) or not any((out / "final").glob("*/metrics.json")):
         return None
@@ -322,8 +325,11 @@ def write_selection(args, preset: dict) -> Path | None:
     name = "selection" if finished else "selection_so_far"
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / f"{name}.md").write_text(selection_markdown(summary))
+    plot_accuracy_energy(out / f"{name}.png", [{"label": method, **row} for method, row in summary["methods"].items()],
+                         f"selection ({summary['dataset']}, {summary['kernel_set']}): each pick trained "
+                         f"{' '.join(summary['final_training'])}")
     if finished:  # the interim table is superseded
-        for stale in (f"selection_so_far.{ext}" for ext in ("json", "md")):
+        for stale in (f"selection_so_far.{ext}" for ext in ("json", "md", "png")):
             for folder in (out, args.results / STUDIES["select"]):
                 (folder / stale).unlink(missing_ok=True)
     save(out, args.results / STUDIES["select"])

@@ -161,6 +161,14 @@ def summarise(args) -> None:
     lines += ["", "Remaining: " + (", ".join(remaining) if remaining else "none"),
               "Continue with: `python benchmarks/kernel_study.py run` (see the script's docstring)."]
     (args.results / "summary.md").write_text("\n".join(lines) + "\n")
+    from kss.study.plots import plot_accuracy_energy
+
+    per_set = [{"label": s, "test_acc": [r["test_acc"] for r in rows if r["kernel_set"] == s],
+                "energy_uj": statistics.fmean(e) if (e := [r["energy_uj"] for r in rows
+                                                           if r["kernel_set"] == s and r["energy_uj"]]) else None}
+               for s in args.sets]
+    plot_accuracy_energy(args.results / "summary.png", per_set,
+                         f"kernel sets at {args.epochs} full epochs (each set's search winner; energy: mean over seeds)")
     print("\n".join(lines), flush=True)
 
 

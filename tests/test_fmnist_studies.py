@@ -192,9 +192,11 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     for name, values in accs.items():
         write(out / "final" / f"{name}_seed1" / "metrics.json", finished_training(values[1] + 0.01, 1))
     assert (out / "selection_so_far.md").read_text() == interim.read_text()  # written in outputs, saved to docs
+    assert (a.results / fs.STUDIES["select"] / "selection_so_far.png").read_bytes().startswith(b"\x89PNG")
     final = fs.write_selection(a, fs.PRESETS["synthetic"])
     assert final.name == "selection.md" and "Interim" not in final.read_text()
     assert not interim.exists() and not (out / "selection_so_far.md").exists()  # superseded: removed
+    assert (final.parent / "selection.png").exists() and not (final.parent / "selection_so_far.png").exists()
     summary = fs.selection_summary(a, fs.PRESETS["synthetic"])
     assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
     assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)
@@ -329,3 +331,16 @@ def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):
     assert "- set3 - set1: seed 0: +1.00, seed 1: +2.00 (mean +1.50, sd 0.71, paired t-test p = 0.2" in text
     assert "energy per image 3.0x" in text and "Remaining: set3 seed 2" in text
     assert "0.51x its peak in the last epoch of 2" in text
+    assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG")  # accuracy against energy per set
+
+
+def test_accuracy_points_average_the_seeds_and_skip_picks_without_energy_or_runs():
+    from kss.study.plots import accuracy_points
+
+    rows = [{"label": "a", "energy_uj": 2.0, "test_acc": [0.80, 0.84, 0.82]},
+            {"label": "b", "energy_uj": 5.0, "test_acc": [0.9]},
+            {"label": "no energy", "energy_uj": None, "test_acc": [0.5]},
+            {"label": "no runs", "energy_uj": 1.0, "test_acc": []}]
+    (a, energy, accs, mean, sd), (b, _, _, b_mean, b_sd) = accuracy_points(rows)
+    assert (a, energy, b) == ("a", 2.0, "b") and accs == pytest.approx([80, 84, 82])
+    assert mean == pytest.approx(82.0) and sd == pytest.approx(2.0) and (b_mean, b_sd) == (pytest.approx(90.0), 0.0)

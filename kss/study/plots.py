@@ -1,8 +1,10 @@
-"""The paper's Fig. 3 for a sweep: accuracy per setting, normalised search time, accuracy vs memory."""
+"""Figures: the paper's Fig. 3 for a sweep (accuracy per setting, normalised search time, accuracy vs memory),
+the proxy and calibration studies, and picks' accuracy against their energy per image."""
 
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -233,4 +235,37 @@ def plot_calibration(path: Path, result: dict) -> Path:
         ax.grid(alpha=0.3)
     s = result["settings"]
     fig.suptitle(f"budget calibration: {s['archs']} architectures x {s['seeds']} seeds ({s['dataset']})", fontsize=9)
+    return _save(fig, path)
+
+
+def accuracy_points(rows: list[dict]) -> list[tuple[str, float, list[float], float, float]]:
+    """(label, energy per image, accuracies in %, mean, sd) of each row ({"label", "energy_uj", "test_acc": one
+    value per seed}) that has an energy and a finished seed; sd is 0 for a single seed."""
+    points = []
+    for row in rows:
+        if not row.get("energy_uj") or not row.get("test_acc"):
+            continue
+        accs = [100 * a for a in row["test_acc"]]
+        mean = statistics.fmean(accs)
+        points.append((row["label"], row["energy_uj"], accs, mean, statistics.stdev(accs) if len(accs) > 1 else 0.0))
+    return points
+
+
+def plot_accuracy_energy(path: Path, rows: list[dict], title: str) -> Path:
+    """Picks compared on both axes a deployment cares about: each row's seeds (dots) and their mean ± sd
+    against its energy per image (accuracy_points)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, energy, accs, mean, sd) in enumerate(accuracy_points(rows)):
+        colour = f"C{i}"
+        ax.scatter([energy] * len(accs), accs, s=14, alpha=0.45, color=colour)
+        ax.errorbar([energy], [mean], yerr=[sd], fmt="o", ms=7, capsize=4, color=colour)
+        ax.annotate(f"{label} (n={len(accs)})", (energy, mean), textcoords="offset points", xytext=(7, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 4, 10, 20, not 4x10^0
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("energy per image (uJ, log scale)")
+    ax.set_ylabel("test accuracy (%): seeds (dots), mean ± sd")
+    ax.set_title(title, fontsize=9, wrap=True)
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
