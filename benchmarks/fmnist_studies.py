@@ -7,6 +7,7 @@
     python benchmarks/fmnist_studies.py status       # what is finished, what is left, and the command that continues
     python benchmarks/fmnist_studies.py save         # copy every finished record to docs/results now (before a stop),
                                                      #     and the selection table of the final trainings so far
+    python benchmarks/fmnist_studies.py save --checkpoints   # ... and the checkpoints of the trainings still running
     (add --dry-run to print the commands instead of running them)
 
 Each study runs the project's own scripts (proxy.py, search.py, train.py) as subprocesses into
@@ -16,7 +17,9 @@ search_settings.json / study.db of each search, picks.json, the study tables) is
 docs/results/<study>/ under the same relative path; before running, what is there and missing locally is
 copied back. So a new machine (a fresh checkout) continues from the committed files: finished trainings are
 reported from their metrics.json, searches resume from their candidates or study, and only unfinished
-trainings run again (from scratch: checkpoints are not committed).
+trainings run again: from scratch, or, when `save --checkpoints` carried their checkpoints at the last stop,
+from their last finished epoch (with a fresh data order from there; the carried checkpoints are deleted from
+docs/results by the first save after the training finishes).
 
 --preset synthetic runs the same plan on the synthetic dataset with tiny budgets (the tests use it).
 """
@@ -100,8 +103,11 @@ def kept_record(rel: Path) -> bool:
 
 
 def save(out: Path, results: Path) -> int:
-    """Copy every finished record under `out` to `results` (new or changed files); returns how many."""
-    return keep.save(out, results, kept_record)
+    """Copy every finished record under `out` to `results` (new or changed files), and delete the carried
+    checkpoints of trainings that have finished; returns how many records were copied."""
+    copied = keep.save(out, results, kept_record)
+    keep.prune_checkpoints(out, results)
+    return copied
 
 
 def restore(results: Path, out: Path) -> int:
@@ -472,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="proxy: proxy.epochs instead of the calibrated budget")
     parser.add_argument("--fraction", type=float, default=1.0, help="proxy: proxy.train_fraction with --epochs")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="save: also carry the checkpoints of unfinished trainings (resumed on a new machine)")
     parser.add_argument("--sync-seconds", type=float, default=SYNC_SECONDS)
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -481,11 +489,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.study == "save":  # the runners save every minute; this is for the last minute before a stop
         for folder in STUDIES.values():
             print(f"saved {save(args.out / folder, args.results / folder)} file(s) to {args.results / folder}")
+            carried = keep.carry_checkpoints(args.out / folder, args.results / folder) if args.checkpoints else 0
+            if carried:
+                print(f"carried {carried} checkpoint file(s) of unfinished trainings to {args.results / folder}")
         if table := write_selection(args, preset):
             print(f"wrote {table}")
         return
     folder = STUDIES[args.study]
-    print(f"restored {restore(args.results / folder, args.out / folder)} file(s) from {args.results / folder}")
+    print(f"restored {restore(args.results / folder, args.out / folder)} file(s) and "
+          f"{keep.restore_checkpoints(args.results / folder, args.out / folder)} carried checkpoint(s) "
+          f"from {args.results / folder}")
     if args.study == "select":
         r_search, asha, whole_rungs = select_search_plan(args, preset)
         run_steps([r_search, asha], args, folder)

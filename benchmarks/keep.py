@@ -1,11 +1,16 @@
 """Long runs' records kept in docs/results/ and brought back on a new machine: what the three long-run
 scripts (fmnist_studies.py, guided_search.py, kernel_study.py) share, so a later session continues instead of
-restarting. Only records are kept (JSON, JSONL, study.db, genotypes), never checkpoints or logs.
+restarting. Records are kept (JSON, JSONL, study.db, genotypes), never logs; checkpoints only on request, of
+the trainings still running at a stop (carry_checkpoints), and only until they finish.
 
     save(out, results, wanted)      copy new or changed records under `out` to `results` (same relative paths)
     restore(results, out, wanted)   copy what `results` has and `out` lacks back; a local file is never overwritten
                                     (whole_runs=True: only run folders `out` lacks entirely, never mixing a
                                     local run's records with a committed copy of another state of it)
+    carry_checkpoints(out, results) the checkpoints/ of each unfinished training under `out` to `results`, so a
+                                    new machine resumes it from its last finished epoch
+    prune_checkpoints(out, results) delete the carried checkpoints of trainings that have finished since
+    restore_checkpoints(results, out)  those back, into trainings `out` has not finished and holds no checkpoint of
 """
 
 from __future__ import annotations
@@ -77,5 +82,60 @@ def restore(results: Path, out: Path, wanted: Wanted, whole_runs: bool = False) 
             continue
         if not dst.exists():
             copy_file(src, dst)
+            restored += 1
+    return restored
+
+
+CHECKPOINTS = "checkpoints"  # kss.tasks.train's folder of a run's checkpoints (last.ckpt, best-*.ckpt)
+
+
+def _finished(run: Path) -> bool:
+    return finished_training(run / "metrics.json")
+
+
+def carry_checkpoints(out: Path, results: Path) -> int:
+    """Copy the checkpoints of every training under `out` that has a last.ckpt and has not finished to the same
+    place under `results` (the best checkpoint too: a training that tests tests its best epoch), then
+    prune_checkpoints. Returns how many files were copied."""
+    copied = 0
+    for last in sorted(out.rglob(f"{CHECKPOINTS}/last.ckpt")) if out.exists() else []:
+        run = last.parent.parent
+        if _finished(run):
+            continue
+        target = results / last.parent.relative_to(out)
+        kept = {p.name for p in last.parent.glob("*.ckpt")}
+        for src in sorted(last.parent.glob("*.ckpt")):
+            dst = target / src.name
+            if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
+                copy_file(src, dst)
+                copied += 1
+        for stale in target.glob("*.ckpt"):  # an earlier best epoch's file, replaced since
+            if stale.name not in kept:
+                stale.unlink()
+    prune_checkpoints(out, results)
+    return copied
+
+
+def prune_checkpoints(out: Path, results: Path) -> int:
+    """Delete the carried checkpoints under `results` of trainings finished in either tree; returns how many runs."""
+    pruned = 0
+    for carried in sorted(results.rglob(CHECKPOINTS)) if results.exists() else []:
+        rel = carried.parent.relative_to(results)
+        if carried.is_dir() and (_finished(results / rel) or _finished(out / rel)):
+            shutil.rmtree(carried)
+            pruned += 1
+    return pruned
+
+
+def restore_checkpoints(results: Path, out: Path) -> int:
+    """Copy the carried checkpoints under `results` into the trainings under `out` that have not finished and
+    hold no checkpoint folder of their own (a local checkpoint is never replaced). Returns how many files."""
+    restored = 0
+    for carried in sorted(results.rglob(CHECKPOINTS)) if results.exists() else []:
+        run = out / carried.parent.relative_to(results)
+        if not carried.is_dir() or _finished(run) or (run / CHECKPOINTS).exists():
+            continue
+        for src in sorted(carried.glob("*.ckpt")):
+            copy_file(src, run / CHECKPOINTS / src.name)
             restored += 1
     return restored

@@ -344,3 +344,37 @@ def test_accuracy_points_average_the_seeds_and_skip_picks_without_energy_or_runs
     (a, energy, accs, mean, sd), (b, _, _, b_mean, b_sd) = accuracy_points(rows)
     assert (a, energy, b) == ("a", 2.0, "b") and accs == pytest.approx([80, 84, 82])
     assert mean == pytest.approx(82.0) and sd == pytest.approx(2.0) and (b_mean, b_sd) == (pytest.approx(90.0), 0.0)
+
+
+def test_carried_checkpoints_resume_an_unfinished_training_on_a_new_machine(compose_cfg, tmp_path):
+    """save --checkpoints at a stop, a fresh checkout restores them, the training goes on from its last finished
+    epoch (not from scratch), and the first save after it finishes deletes the carried copies."""
+    import csv
+
+    from kss.tasks.train import run_train
+
+    keep = load("keep")
+    train = ["trainer.max_epochs=1", "optimizer=adam", "optimizer.lr=1e-2", "scheduler=none", "iters=2",
+             "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32", "genotype=snasnet_cifar10",
+             "model.cell_type=backward"]
+    out, results, fresh = tmp_path / "outputs", tmp_path / "docs", tmp_path / "new_machine"
+    run = Path("train") / "arch_seed0"
+    run_train(compose_cfg(*train, config_name="train"), out / run)
+    (out / run / "metrics.json").unlink()  # stopped after its first epoch: a checkpoint, no result
+    finished = tmp_path / "outputs" / "train" / "done_seed0"
+    run_train(compose_cfg(*train, config_name="train"), finished)  # finished trainings carry nothing
+    assert keep.carry_checkpoints(out, results) == 2  # last.ckpt and the best epoch's
+    assert sorted(p.name for p in (results / run / "checkpoints").iterdir()) == ["best-epoch=000.ckpt", "last.ckpt"]
+    assert not (results / "train" / "done_seed0" / "checkpoints").exists()
+    assert fs.save(out, results) >= 1 and (results / run / "checkpoints" / "last.ckpt").exists()  # still unfinished
+
+    assert keep.restore_checkpoints(results, fresh) == 2
+    assert keep.restore_checkpoints(results, fresh) == 0  # a local checkpoint is never replaced
+    resumed = run_train(compose_cfg(*[o for o in train if o != "trainer.max_epochs=1"], "trainer.max_epochs=2",
+                                    config_name="train"), fresh / run)
+    assert resumed["epochs"] == 2
+    trained = {int(row["epoch"]) for row in csv.DictReader((fresh / run / "csv" / "version_0" / "metrics.csv").open())
+               if row.get("train/acc")}
+    assert trained == {1}  # this machine trained only the second epoch
+    fs.save(fresh, results)
+    assert (results / run / "metrics.json").exists() and not (results / run / "checkpoints").exists()
