@@ -463,8 +463,13 @@ def status(args, preset: dict) -> None:
         done = sum(s.done for s in steps)
         more = " (then the final trainings)" if study == "select" and len(steps) == len(select_search_plan(args, preset)) else ""
         trainings = len(list((args.out / folder).rglob("metrics.json")))
-        print(f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}"
-              f"{left_line(args, preset, study)}{interim_line(args.out / folder) if study == 'proxy' else ''}; "
+        carried = len(list((args.results / folder).rglob(keep.CHECKPOINTS)))
+        more += f"; {carried} unfinished training(s) carry a checkpoint in {args.results / folder}" if carried else ""
+        head = f"{study}: {done} of {len(steps)} steps done{more}; {trainings} finished trainings in {args.out / folder}"
+        if done == len(steps):
+            print(f"{head}; finished (records in {args.results / folder})")
+            continue
+        print(f"{head}{left_line(args, preset, study)}{interim_line(args.out / folder) if study == 'proxy' else ''}; "
               f"continue with: python benchmarks/fmnist_studies.py {study}" + ("" if args.preset == "fmnist" else
                                                                                 f" --preset {args.preset}"))
 

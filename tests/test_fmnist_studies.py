@@ -313,6 +313,15 @@ def test_status_counts_the_epochs_trained_against_the_plan(tmp_path, capsys):
     write(proxy / "proxy_so_far.json", {"n": 20, "correlations": {"pooled": tau}})
     assert fs.interim_line(proxy) == "; so far on 20 architectures: tau(hamming) +0.10 [-0.20, +0.40] (proxy_so_far.md)"
 
+    capsys.readouterr()
+    write(a.results / fs.STUDIES["calibrate"] / "calibration" / "train" / "run" / "checkpoints" / "last.ckpt", "x")
+    write(a.out / fs.STUDIES["calibrate"] / "calibration.json", "{}")  # the calibration's one step: done
+    fs.status(a, preset)
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "1 unfinished training(s) carry a checkpoint" in lines["calibrate"]
+    assert lines["calibrate"].endswith(f"finished (records in {a.results / fs.STUDIES['calibrate']})")
+    assert "continue with: python benchmarks/fmnist_studies.py select" in lines["select"]
+
 
 def test_the_kernel_summary_pairs_each_set_with_the_first_by_seed(tmp_path):
     import argparse
