@@ -10,7 +10,8 @@ the trainings still running at a stop (carry_checkpoints), and only until they f
     carry_checkpoints(out, results) the checkpoints/ of each unfinished training under `out` to `results`, so a
                                     new machine resumes it from its last finished epoch
     prune_checkpoints(out, results) delete the carried checkpoints of trainings that have finished since
-    restore_checkpoints(results, out)  those back, into trainings `out` has not finished and holds no checkpoint of
+    restore_checkpoints(results, out)  move those back, into trainings `out` has not finished and holds no
+                                    checkpoint of, when carried from the same folder
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -87,31 +89,44 @@ def restore(results: Path, out: Path, wanted: Wanted, whole_runs: bool = False) 
 
 
 CHECKPOINTS = "checkpoints"  # kss.tasks.train's folder of a run's checkpoints (last.ckpt, best-*.ckpt)
+CARRIED = "carried.json"  # beside carried checkpoints: the folder they were written in
 
 
 def _finished(run: Path) -> bool:
     return finished_training(run / "metrics.json")
 
 
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """last.ckpt and the best epoch's file it names (ModelCheckpoint's best_model_path, absolute): read from
+    last.ckpt itself, so a copy made while Lightning replaces its best file never pairs two epochs."""
+    import torch
+
+    last = folder / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    best = [Path(v["best_model_path"]) for k, v in state.get("callbacks", {}).items()
+            if k.startswith("ModelCheckpoint") and v.get("best_model_path")]
+    return [last, *(folder / b.name for b in best if b.parent == folder and (folder / b.name).exists())]
+
+
 def carry_checkpoints(out: Path, results: Path) -> int:
     """Copy the checkpoints of every training under `out` that has a last.ckpt and has not finished to the same
-    place under `results` (the best checkpoint too: a training that tests tests its best epoch), then
-    prune_checkpoints. Returns how many files were copied."""
+    place under `results` (its best epoch's file too: a training that tests tests its best epoch), with the
+    folder they came from (CARRIED), then prune_checkpoints. Returns how many files were copied."""
     copied = 0
     for last in sorted(out.rglob(f"{CHECKPOINTS}/last.ckpt")) if out.exists() else []:
-        run = last.parent.parent
-        if _finished(run):
+        if _finished(last.parent.parent):
             continue
         target = results / last.parent.relative_to(out)
-        kept = {p.name for p in last.parent.glob("*.ckpt")}
-        for src in sorted(last.parent.glob("*.ckpt")):
+        files = _checkpoint_files(last.parent)
+        for src in files:
             dst = target / src.name
             if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
                 copy_file(src, dst)
                 copied += 1
         for stale in target.glob("*.ckpt"):  # an earlier best epoch's file, replaced since
-            if stale.name not in kept:
+            if stale.name not in {f.name for f in files}:
                 stale.unlink()
+        (target / CARRIED).write_text(json.dumps({"from": str(last.parent.resolve())}) + "\n")
     prune_checkpoints(out, results)
     return copied
 
@@ -128,14 +143,23 @@ def prune_checkpoints(out: Path, results: Path) -> int:
 
 
 def restore_checkpoints(results: Path, out: Path) -> int:
-    """Copy the carried checkpoints under `results` into the trainings under `out` that have not finished and
-    hold no checkpoint folder of their own (a local checkpoint is never replaced). Returns how many files."""
+    """Move the carried checkpoints under `results` into the trainings under `out` that have not finished and
+    hold no checkpoint folder of their own (a local checkpoint is never replaced); returns how many files.
+    Moved, not copied: a resume that train.py refuses (its settings changed since) is then fixed by deleting
+    the local run, and nothing brings the refused checkpoint back. Checkpoints carried from another folder
+    are left where they are, with a warning: Lightning's checkpoint state names its files by absolute path."""
     restored = 0
     for carried in sorted(results.rglob(CHECKPOINTS)) if results.exists() else []:
         run = out / carried.parent.relative_to(results)
         if not carried.is_dir() or _finished(run) or (run / CHECKPOINTS).exists():
             continue
+        origin = json.loads((carried / CARRIED).read_text())["from"] if (carried / CARRIED).exists() else None
+        if origin != str((run / CHECKPOINTS).resolve()):
+            print(f"warning: {carried} was carried from {origin}, not {run / CHECKPOINTS}; not restored (run from "
+                  "that checkout path to resume it, or delete it to train that run from scratch)", file=sys.stderr)
+            continue
         for src in sorted(carried.glob("*.ckpt")):
             copy_file(src, run / CHECKPOINTS / src.name)
             restored += 1
+        shutil.rmtree(carried)
     return restored

@@ -197,8 +197,11 @@ def test_the_selection_table_pairs_seeds_against_the_halving_winner(tmp_path):
     assert final.name == "selection.md" and "Interim" not in final.read_text()
     assert not interim.exists() and not (out / "selection_so_far.md").exists()  # superseded: removed
     assert (final.parent / "selection.png").exists() and not (final.parent / "selection_so_far.png").exists()
+    write(out / "final" / "halving_seed1" / "metrics.json", finished_training(accs["halving"][1] + 0.01, 1)
+          | {"energy_uj": 3.0})  # firing rates, so energy, differ by seed: the mean is reported
     summary = fs.selection_summary(a, fs.PRESETS["synthetic"])
     assert summary["methods"]["halving"]["mean"] == pytest.approx(0.81)
+    assert summary["methods"]["halving"]["energy_uj"] == pytest.approx(2.0)
     assert summary["minus_halving"]["r_argmax"]["mean_diff"] == pytest.approx(-0.105)
     assert summary["minus_halving"]["largest"]["mean_diff"] == pytest.approx(0.015)
     assert summary["minus_halving"]["halving_asha"]["mean_diff"] == pytest.approx(-0.015)
@@ -355,35 +358,44 @@ def test_accuracy_points_average_the_seeds_and_skip_picks_without_energy_or_runs
     assert mean == pytest.approx(82.0) and sd == pytest.approx(2.0) and (b_mean, b_sd) == (pytest.approx(90.0), 0.0)
 
 
-def test_carried_checkpoints_resume_an_unfinished_training_on_a_new_machine(compose_cfg, tmp_path):
-    """save --checkpoints at a stop, a fresh checkout restores them, the training goes on from its last finished
-    epoch (not from scratch), and the first save after it finishes deletes the carried copies."""
+def test_carried_checkpoints_resume_an_unfinished_training_on_a_new_machine(compose_cfg, tmp_path, capsys):
+    """save --checkpoints at a stop; a fresh checkout at the same path gets them back (moved out of docs/results),
+    the training goes on from its last finished epoch (not from scratch) and tests its best epoch; checkpoints
+    carried from another folder are not restored; the first save after a training finishes deletes its copy."""
     import csv
+    import shutil
+    import warnings
 
     from kss.tasks.train import run_train
 
     keep = load("keep")
-    train = ["trainer.max_epochs=1", "optimizer=adam", "optimizer.lr=1e-2", "scheduler=none", "iters=2",
-             "dataset.train_size=96", "dataset.val_size=32", "dataset.test_size=32", "genotype=snasnet_cifar10",
-             "model.cell_type=backward"]
-    out, results, fresh = tmp_path / "outputs", tmp_path / "docs", tmp_path / "new_machine"
+    train = ["optimizer=adam", "optimizer.lr=1e-2", "scheduler=none", "iters=2", "dataset.train_size=96",
+             "dataset.val_size=32", "dataset.test_size=32", "genotype=snasnet_cifar10", "model.cell_type=backward"]
+    out, results = tmp_path / "outputs", tmp_path / "docs"
     run = Path("train") / "arch_seed0"
-    run_train(compose_cfg(*train, config_name="train"), out / run)
+    run_train(compose_cfg(*train, "trainer.max_epochs=1", config_name="train"), out / run)
     (out / run / "metrics.json").unlink()  # stopped after its first epoch: a checkpoint, no result
-    finished = tmp_path / "outputs" / "train" / "done_seed0"
-    run_train(compose_cfg(*train, config_name="train"), finished)  # finished trainings carry nothing
-    assert keep.carry_checkpoints(out, results) == 2  # last.ckpt and the best epoch's
-    assert sorted(p.name for p in (results / run / "checkpoints").iterdir()) == ["best-epoch=000.ckpt", "last.ckpt"]
+    run_train(compose_cfg(*train, "trainer.max_epochs=1", config_name="train"), out / "train" / "done_seed0")
+    assert keep.carry_checkpoints(out, results) == 2  # last.ckpt and the best epoch's; finished runs carry nothing
+    carried = results / run / "checkpoints"
+    assert sorted(p.name for p in carried.iterdir()) == ["best-epoch=000.ckpt", "carried.json", "last.ckpt"]
     assert not (results / "train" / "done_seed0" / "checkpoints").exists()
-    assert fs.save(out, results) >= 1 and (results / run / "checkpoints" / "last.ckpt").exists()  # still unfinished
+    assert fs.save(out, results) >= 1 and (carried / "last.ckpt").exists()  # still unfinished: kept
 
-    assert keep.restore_checkpoints(results, fresh) == 2
-    assert keep.restore_checkpoints(results, fresh) == 0  # a local checkpoint is never replaced
-    resumed = run_train(compose_cfg(*[o for o in train if o != "trainer.max_epochs=1"], "trainer.max_epochs=2",
-                                    config_name="train"), fresh / run)
-    assert resumed["epochs"] == 2
-    trained = {int(row["epoch"]) for row in csv.DictReader((fresh / run / "csv" / "version_0" / "metrics.csv").open())
+    elsewhere = tmp_path / "other_checkout"
+    assert keep.restore_checkpoints(results, elsewhere) == 0  # Lightning's state names the files by absolute path
+    assert "was carried from" in capsys.readouterr().err and (carried / "last.ckpt").exists()
+
+    shutil.rmtree(out / run)  # the new machine: the same checkout path, nothing of the run but the carried files
+    assert keep.restore_checkpoints(results, out) == 2 and not carried.exists()  # moved: a refusal cannot recur
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run_train(compose_cfg(*train, "trainer.max_epochs=2", config_name="train"), out / run)
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]  # the best epoch's state is reloaded
+    assert resumed["epochs"] == 2 and resumed["test_acc"] is not None
+    trained = {int(row["epoch"]) for row in csv.DictReader((out / run / "csv" / "version_0" / "metrics.csv").open())
                if row.get("train/acc")}
     assert trained == {1}  # this machine trained only the second epoch
-    fs.save(fresh, results)
-    assert (results / run / "metrics.json").exists() and not (results / run / "checkpoints").exists()
+    keep.carry_checkpoints(out, results)  # a finished training: nothing carried
+    fs.save(out, results)
+    assert (results / run / "metrics.json").exists() and not carried.exists()
