@@ -57,6 +57,11 @@ def finished_training(path: Path) -> bool:
         return False
 
 
+def outdated(dst: Path, src: Path) -> bool:
+    """`dst` is missing or an older or other-sized copy of `src` (copy_file keeps the source's mtime)."""
+    return not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size
+
+
 def save(out: Path, results: Path, wanted: Wanted) -> int:
     """Copy every record under `out` that `results` lacks or holds an older copy of; returns how many."""
     copied = 0
@@ -64,7 +69,7 @@ def save(out: Path, results: Path, wanted: Wanted) -> int:
         if src.name == "metrics.json" and not finished_training(src):
             continue
         dst = results / src.relative_to(out)
-        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
+        if outdated(dst, src):
             copy_file(src, dst)
             copied += 1
     return copied
@@ -111,7 +116,8 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 def carry_checkpoints(out: Path, results: Path) -> int:
     """Copy the checkpoints of every training under `out` that has a last.ckpt and has not finished to the same
     place under `results` (its best epoch's file too: a training that tests tests its best epoch), with the
-    folder they came from (CARRIED), then prune_checkpoints. Returns how many files were copied."""
+    folder they came from (CARRIED); the copies of trainings finished since are prune_checkpoints' to delete.
+    Returns how many files were copied."""
     copied = 0
     for last in sorted(out.rglob(f"{CHECKPOINTS}/last.ckpt")) if out.exists() else []:
         if _finished(last.parent.parent):
@@ -119,15 +125,14 @@ def carry_checkpoints(out: Path, results: Path) -> int:
         target = results / last.parent.relative_to(out)
         files = _checkpoint_files(last.parent)
         for src in files:
-            dst = target / src.name
-            if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime or dst.stat().st_size != src.stat().st_size:
-                copy_file(src, dst)
+            if outdated(target / src.name, src):
+                copy_file(src, target / src.name)
                 copied += 1
+        names = {f.name for f in files}
         for stale in target.glob("*.ckpt"):  # an earlier best epoch's file, replaced since
-            if stale.name not in {f.name for f in files}:
+            if stale.name not in names:
                 stale.unlink()
         (target / CARRIED).write_text(json.dumps({"from": str(last.parent.resolve())}) + "\n")
-    prune_checkpoints(out, results)
     return copied
 
 
